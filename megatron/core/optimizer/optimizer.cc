@@ -1,0 +1,113 @@
+#include "megatron/core/optimizer/optimizer.h"
+
+#include <cmath>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/sqrt.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros_like.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace megatron::optimizer {
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_parameters, AdamWConfig config)
+    : config_(config) {
+  for (auto& [name, param] : named_parameters) {
+    slots_.push_back(Slot{name, param, at::zeros_like(param, at::MemoryFormat::Contiguous),
+                          at::zeros_like(param, at::MemoryFormat::Contiguous), param.dim() > 1});
+  }
+}
+
+void AdamW::Step(double lr) {
+  at::NoGradGuard no_grad;
+  ++step_;
+  const double bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
+  const double bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
+  const double step_size = lr / bias_correction1;
+  const double inv_sqrt_bc2 = 1.0 / std::sqrt(bias_correction2);
+  for (Slot& slot : slots_) {
+    const at::Tensor& grad = slot.param.grad();
+    if (!grad.defined()) continue;
+    slot.exp_avg.mul_(config_.beta1).add_(grad, 1.0 - config_.beta1);
+    slot.exp_avg_sq.mul_(config_.beta2).addcmul_(grad, grad, 1.0 - config_.beta2);
+    // Decoupled decay uses the parameter before this step's Adam update (same as applying it first).
+    if (slot.decay && config_.weight_decay != 0.0) slot.param.mul_(1.0 - lr * config_.weight_decay);
+    at::Tensor denom = (slot.exp_avg_sq.sqrt() * inv_sqrt_bc2).add_(config_.eps);
+    slot.param.addcdiv_(slot.exp_avg, denom, -step_size);
+  }
+}
+
+void AdamW::ZeroGrad() {
+  for (Slot& slot : slots_) slot.param.mutable_grad().reset();
+}
+
+std::map<std::string, at::Tensor> AdamW::StateDict() const {
+  std::map<std::string, at::Tensor> out;
+  for (const Slot& slot : slots_) {
+    out["exp_avg." + slot.name] = slot.exp_avg.clone();
+    out["exp_avg_sq." + slot.name] = slot.exp_avg_sq.clone();
+  }
+  out["step"] = at::scalar_tensor(step_, at::kLong);
+  return out;
+}
+
+absl::Status AdamW::LoadStateDict(const std::map<std::string, at::Tensor>& state) {
+  auto step = state.find("step");
+  if (step == state.end()) return absl::InvalidArgumentError("optimizer state: missing \"step\"");
+  for (const Slot& slot : slots_) {
+    for (const char* kind : {"exp_avg.", "exp_avg_sq."}) {
+      auto it = state.find(kind + slot.name);
+      if (it == state.end()) return absl::InvalidArgumentError(absl::StrCat("optimizer state: missing ", kind,
+                                                                            slot.name));
+      if (it->second.sizes() != slot.param.sizes()) {
+        return absl::InvalidArgumentError(absl::StrCat("optimizer state: ", kind, slot.name, " has shape ",
+                                                       c10::str(it->second.sizes()), ", parameter has ",
+                                                       c10::str(slot.param.sizes())));
+      }
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (Slot& slot : slots_) {
+    slot.exp_avg.copy_(state.at("exp_avg." + slot.name));
+    slot.exp_avg_sq.copy_(state.at("exp_avg_sq." + slot.name));
+  }
+  step_ = step->second.item<int64_t>();
+  return absl::OkStatus();
+}
+
+double ClipGradNorm(const std::vector<at::Tensor>& parameters, double max_norm) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (const at::Tensor& p : parameters) {
+    const at::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    norms.push_back(g.scalar_type() == at::kDouble ? g.norm() : g.to(at::kFloat).norm());
+  }
+  if (norms.empty()) return 0.0;
+  const double total = at::stack(norms).norm().item<double>();
+  if (max_norm > 0.0 && total > max_norm) {
+    // Same form as Megatron/PyTorch: multiply by max_norm / (norm + 1e-6).
+    const double coeff = max_norm / (total + 1e-6);
+    for (const at::Tensor& p : parameters) {
+      if (p.grad().defined()) p.grad().mul_(coeff);
+    }
+  }
+  return total;
+}
+
+double LrSchedule::LearningRate(int64_t num_steps) const {
+  if (warmup_steps > 0 && num_steps <= warmup_steps) {
+    return max_lr * static_cast<double>(num_steps) / static_cast<double>(warmup_steps);
+  }
+  if (style == LrDecay::kConstant) return max_lr;
+  if (num_steps > decay_steps) return min_lr;
+  const double span = static_cast<double>(decay_steps - warmup_steps);
+  const double ratio = span > 0 ? static_cast<double>(num_steps - warmup_steps) / span : 1.0;
+  const double coeff = style == LrDecay::kCosine ? 0.5 * (std::cos(M_PI * ratio) + 1.0) : 1.0 - ratio;
+  return min_lr + coeff * (max_lr - min_lr);
+}
+
+}  // namespace megatron::optimizer

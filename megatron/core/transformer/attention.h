@@ -1,0 +1,45 @@
+// SelfAttention (Megatron's transformer/attention.py, local spec): linear_qkv -> split into per-group
+// q/k/v -> RoPE -> core attention -> linear_proj.
+//
+// Note [QKV layout]: linear_qkv's output is grouped by query group, as in Megatron:
+//   [ng, (np/ng + 2), hn] = for each group g: its np/ng query heads, then its key head, then its value head.
+// This layout is what Megatron checkpoints hold and what tensor parallelism shards (whole groups per rank).
+// HuggingFace's separate q/k/v (Llama) or packed [q; k; v] (GPT-2) weights are re-ordered on load.
+#pragma once
+
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "megatron/core/transformer/layers.h"
+#include "megatron/core/transformer/module.h"
+#include "megatron/core/transformer/transformer_config.h"
+
+namespace megatron::transformer {
+
+// Keys and values of past positions for incremental decoding; one entry per layer, each [b, ng, t, hn].
+struct KVCache {
+  std::vector<at::Tensor> keys;
+  std::vector<at::Tensor> values;
+  int64_t seq_len = 0;  // positions already cached (the offset of the next token)
+
+  explicit KVCache(int num_layers) : keys(num_layers), values(num_layers) {}
+};
+
+class SelfAttention : public MegatronModule {
+ public:
+  SelfAttention(const TransformerConfig& config, const BackendProvider& backend, int layer_index);
+
+  // x: [s, b, h]; rotary_freqs: [s, 1, 1, hn] for the positions of x, or undefined without RoPE.
+  // With `cache`, keys/values of x are appended to cache->keys[layer_index] and attention spans all of them.
+  at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const;
+
+ private:
+  TransformerConfig config_;
+  int layer_index_;
+  Linear* linear_qkv_;   // weight [ng * (np/ng + 2) * hn, h]
+  std::unique_ptr<CoreAttention> core_attention_;
+  Linear* linear_proj_;  // weight [h, np * hn]
+};
+
+}  // namespace megatron::transformer

@@ -1,0 +1,115 @@
+#include "megatron/core/transformer/layers.h"
+
+#include <cmath>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/dropout.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/zeros.h>
+
+namespace megatron::transformer {
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool bias, InitMethod init) {
+  weight_ = RegisterParameter("weight", at::empty({out_features, in_features}).normal_(0.0, init.std));
+  if (bias) bias_ = RegisterParameter("bias", at::zeros({out_features}));
+}
+
+at::Tensor Linear::Forward(const at::Tensor& x) const {
+  TORCH_CHECK(x.size(-1) == weight_.size(1), "Linear: input has ", x.size(-1), " features, weight expects ",
+              weight_.size(1), " (input shape ", x.sizes(), ")");
+  return at::linear(x, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
+}
+
+LayerNorm::LayerNorm(int64_t hidden, double eps) : eps_(eps) {
+  weight_ = RegisterParameter("weight", at::ones({hidden}));
+  bias_ = RegisterParameter("bias", at::zeros({hidden}));
+}
+
+at::Tensor LayerNorm::Forward(const at::Tensor& x) const {
+  // Under autocast, layer_norm runs in fp32 (it is on autocast's fp32 list).
+  return at::layer_norm(x, {x.size(-1)}, weight_, bias_, eps_);
+}
+
+RMSNorm::RMSNorm(int64_t hidden, double eps) : eps_(eps) {
+  weight_ = RegisterParameter("weight", at::ones({hidden}));
+}
+
+at::Tensor RMSNorm::Forward(const at::Tensor& x) const {
+  // Statistics in fp32 whatever the input dtype (as Llama and Megatron do); the result goes back to x's dtype.
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return (normed * weight_).to(x.scalar_type());
+}
+
+namespace {
+
+class SdpaAttention : public CoreAttention {
+ public:
+  explicit SdpaAttention(double scale) : scale_(scale) {}
+
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
+                     double dropout_p) const override {
+    const int64_t sq = q.size(2), sk = k.size(2);
+    TORCH_CHECK(sk >= sq, "CoreAttention: ", sk, " keys for ", sq, " queries");
+    if (mask == AttnMask::kNone || sq == 1) {
+      return at::scaled_dot_product_attention(q, k, v, {}, dropout_p, /*is_causal=*/false, scale_);
+    }
+    if (sq == sk) return at::scaled_dot_product_attention(q, k, v, {}, dropout_p, /*is_causal=*/true, scale_);
+    // Queries are the last sq of sk positions: query i may see keys j <= i + (sk - sq).
+    at::Tensor allowed = at::ones({sq, sk}, q.options().dtype(at::kBool)).tril(sk - sq);
+    return at::scaled_dot_product_attention(q, k, v, allowed, dropout_p, /*is_causal=*/false, scale_);
+  }
+
+ private:
+  double scale_;
+};
+
+class Local : public BackendProvider {
+ public:
+  std::unique_ptr<Norm> MakeNorm(const TransformerConfig& config, int64_t hidden) const override {
+    if (config.normalization == Normalization::kRMSNorm) {
+      return std::make_unique<RMSNorm>(hidden, config.layernorm_epsilon);
+    }
+    return std::make_unique<LayerNorm>(hidden, config.layernorm_epsilon);
+  }
+
+  std::unique_ptr<CoreAttention> MakeCoreAttention(const TransformerConfig& config) const override {
+    return std::make_unique<SdpaAttention>(1.0 / std::sqrt(static_cast<double>(config.kv_channels)));
+  }
+
+  at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const override {
+    switch (config.activation) {
+      case Activation::kGelu: return at::gelu(x);
+      case Activation::kGeluTanh: return at::gelu(x, "tanh");
+      case Activation::kRelu: return at::relu(x);
+      case Activation::kSwiGLU: {
+        auto halves = x.chunk(2, -1);
+        return at::silu(halves[0]) * halves[1];
+      }
+    }
+    TORCH_CHECK(false, "unknown activation");
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<const BackendProvider> LocalBackend() {
+  static const std::shared_ptr<const BackendProvider> backend = std::make_shared<Local>();
+  return backend;
+}
+
+absl::StatusOr<std::shared_ptr<const BackendProvider>> GetBackend(Backend backend) {
+  if (backend == Backend::kLocal) return LocalBackend();
+  return absl::UnimplementedError(
+      "model.backend: FUSED has no kernels in this build yet; use LOCAL (the fused CUDA kernels plug in here)");
+}
+
+}  // namespace megatron::transformer

@@ -1,0 +1,100 @@
+// Building blocks of a transformer layer and the backend that chooses their implementation.
+//
+// Megatron writes a layer spec once and instantiates it per backend (BackendSpecProvider: local vs Transformer
+// Engine). Here the same role is played by `BackendProvider`: model code asks it for norms, the core attention
+// and the activation; `LocalBackend` returns plain ATen implementations, and the fused backend (our CUDA
+// kernels) plugs in behind the same interface. Parameter names are identical across backends so checkpoints
+// map between them.
+//
+// Linear layers are plain `Linear` here; tensor parallelism adds Column/RowParallelLinear on top of the same
+// weights (a sharded dimension plus a collective).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "megatron/core/transformer/module.h"
+#include "megatron/core/transformer/transformer_config.h"
+
+namespace megatron::transformer {
+
+// How a weight is initialised: N(0, std) as Megatron's init_method_normal / scaled_init_method_normal.
+struct InitMethod {
+  double std = 0.02;
+};
+
+// y = x W^T + b.  weight [out_features, in_features], bias [out_features] (optional).
+class Linear : public MegatronModule {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias, InitMethod init);
+  at::Tensor Forward(const at::Tensor& x) const;
+
+  const at::Tensor& weight() const { return weight_; }
+  const at::Tensor& bias() const { return bias_; }
+
+ private:
+  at::Tensor weight_;  // [out, in]
+  at::Tensor bias_;    // [out] or undefined
+};
+
+// Normalisation over the last dimension. Statistics are computed in fp32 even under bf16 autocast.
+class Norm : public MegatronModule {
+ public:
+  virtual at::Tensor Forward(const at::Tensor& x) const = 0;
+};
+
+// (x - mean) / sqrt(var + eps) * weight + bias.  weight, bias [hidden].
+class LayerNorm : public Norm {
+ public:
+  LayerNorm(int64_t hidden, double eps);
+  at::Tensor Forward(const at::Tensor& x) const override;
+
+ private:
+  double eps_;
+  at::Tensor weight_;  // [hidden]
+  at::Tensor bias_;    // [hidden]
+};
+
+// x / sqrt(mean(x^2) + eps) * weight.  weight [hidden].
+class RMSNorm : public Norm {
+ public:
+  RMSNorm(int64_t hidden, double eps);
+  at::Tensor Forward(const at::Tensor& x) const override;
+
+ private:
+  double eps_;
+  at::Tensor weight_;  // [hidden]
+};
+
+enum class AttnMask { kCausal, kNone };
+
+// softmax(q k^T * scale [+ causal mask]) v with dropout on the probabilities. No parameters.
+// q [b, np, sq, hn], k/v [b, np, sk, hn] (query groups already expanded). With sk > sq the queries are the last
+// sq positions (decoding with a KV cache) and the causal mask is offset accordingly.
+class CoreAttention {
+ public:
+  virtual ~CoreAttention() = default;
+  virtual at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
+                             double dropout_p) const = 0;
+};
+
+class BackendProvider {
+ public:
+  virtual ~BackendProvider() = default;
+  virtual std::unique_ptr<Norm> MakeNorm(const TransformerConfig& config, int64_t hidden) const = 0;
+  virtual std::unique_ptr<CoreAttention> MakeCoreAttention(const TransformerConfig& config) const = 0;
+  // The MLP activation; for SwiGLU the input holds [gate; up] on the last dimension and the output is half.
+  virtual at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const = 0;
+};
+
+// The provider for `config.backend`. kFused returns an error until this build has fused kernels for it.
+absl::StatusOr<std::shared_ptr<const BackendProvider>> GetBackend(Backend backend);
+
+// The plain-ATen provider (always available).
+std::shared_ptr<const BackendProvider> LocalBackend();
+
+}  // namespace megatron::transformer

@@ -1,0 +1,47 @@
+// TransformerLayer and TransformerBlock (Megatron's transformer_layer.py / transformer_block.py), pre-norm:
+//   x = x + dropout(self_attention(input_layernorm(x)))
+//   x = x + dropout(mlp(pre_mlp_layernorm(x)))
+// and the block ends with final_layernorm. Activations are sequence-first [s, b, h].
+#pragma once
+
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "megatron/core/transformer/attention.h"
+#include "megatron/core/transformer/layers.h"
+#include "megatron/core/transformer/mlp.h"
+#include "megatron/core/transformer/module.h"
+
+namespace megatron::transformer {
+
+class TransformerLayer : public MegatronModule {
+ public:
+  TransformerLayer(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
+                   int layer_index);
+  at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const;
+
+ private:
+  TransformerConfig config_;
+  Norm* input_layernorm_;
+  SelfAttention* self_attention_;
+  Norm* pre_mlp_layernorm_;
+  MLP* mlp_;
+};
+
+class TransformerBlock : public MegatronModule {
+ public:
+  TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend);
+  at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const;
+
+ private:
+  class LayerList : public MegatronModule {
+   public:
+    LayerList(const TransformerConfig& config, const std::shared_ptr<const BackendProvider>& backend);
+    std::vector<TransformerLayer*> layers;
+  };
+  LayerList* layers_;
+  Norm* final_layernorm_;
+};
+
+}  // namespace megatron::transformer
