@@ -12,7 +12,11 @@ def _libtorch_repository_impl(rctx):
     root = rctx.path(path)
     if not root.get_child("include").get_child("ATen").exists or not root.get_child("lib").exists:
         fail(_MISSING.format(path = path))
-    rctx.symlink(root.get_child("include"), "include")
+    # libtorch ships headers of its own (older) protobuf under include/google; they would shadow Debian's
+    # protobuf that our protos are generated against, so every top-level include entry but that is linked.
+    for entry in root.get_child("include").readdir():
+        if entry.basename != "google":
+            rctx.symlink(entry, "include/" + entry.basename)
     rctx.symlink(root.get_child("lib"), "lib")
     rctx.file("WORKSPACE", 'workspace(name = "libtorch")\n')
     rctx.template("BUILD", Label("//third_party/libtorch:libtorch.BUILD.tpl"), {})

@@ -1,0 +1,38 @@
+// GPT pretraining: the loop behind `bazel run //experiments/gpt:pretrain` (Megatron's pretrain_gpt.py +
+// training/training.py, single process so far).
+//
+// Per iteration: global_batch_size / micro_batch_size micro-batches, each loss = sum(loss * mask) / sum(mask)
+// scaled by 1/num_micro_batches and back-propagated (gradient accumulation); then gradient clipping, AdamW with
+// the scheduled learning rate, and logging (progress bar, TensorBoard). Validation every eval_interval
+// iterations and at the end; checkpoints every save_interval and at the end; a text sample at the end.
+//
+// Resuming from a checkpoint restores parameters, optimizer state, iteration and RNG state; batches are a pure
+// function of the iteration, so a resumed run follows the uninterrupted run's loss trajectory exactly.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "megatron/core/proto/recipe.pb.h"
+
+namespace megatron::training {
+
+struct PretrainOptions {
+  std::string base_dir = ".";  // relative recipe paths are resolved against this
+  bool show_progress = true;
+};
+
+struct PretrainResult {
+  int64_t start_iteration = 0;           // > 0 when resumed
+  int64_t final_iteration = 0;
+  std::vector<double> train_losses;      // one per iteration run by this call
+  std::vector<std::pair<int64_t, double>> valid_losses;  // (iteration, loss), including iteration 0 if fresh
+  std::string sample;                    // generated text (empty if no sample was asked for)
+  double tokens_per_second = 0;
+};
+
+absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, const PretrainOptions& options);
+
+}  // namespace megatron::training
