@@ -149,6 +149,17 @@ absl::StatusOr<HfModelInfo> ReadHfModelInfo(const std::string& dir, const proto:
     if (scaling != j->end() && !scaling->is_null()) {
       return absl::UnimplementedError(absl::StrCat(path, ": field \"rope_scaling\" is not supported yet"));
     }
+    // transformers >= 5 writes {"rope_parameters": {"rope_theta": ..., "rope_type": "default"}}.
+    auto rope = j->find("rope_parameters");
+    if (rope != j->end() && rope->is_object()) {
+      auto type = rope->find("rope_type");
+      if (type != rope->end() && (!type->is_string() || type->get<std::string>() != "default")) {
+        return absl::UnimplementedError(
+            absl::StrCat(path, ": field \"rope_parameters.rope_type\" must be \"default\" (scaled RoPE is not supported yet)"));
+      }
+      check(Get<double>(*rope, path, "rope_theta", &c.rotary_base, c.rotary_base));
+      if (!s.ok()) return s;
+    }
     c.activation = transformer::Activation::kSwiGLU;
     c.normalization = transformer::Normalization::kRMSNorm;
     c.position_embedding_type = transformer::PositionEmbedding::kRope;
