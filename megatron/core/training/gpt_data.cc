@@ -110,6 +110,7 @@ absl::StatusOr<std::unique_ptr<GptData>> GptData::Prepare(const proto::DataConfi
   if (config.data_prefix().empty()) {
     return absl::InvalidArgumentError("data.data_prefix: required (the .bin/.idx prefix)");
   }
+  if (absl::StatusOr<datasets::CorpusFormat> f = ParseFormat(config.format()); !f.ok()) return f.status();
   const std::string tokenizer_path = ResolvePath(base_dir, config.tokenizer());
   const std::string prefix = ResolvePath(base_dir, config.data_prefix());
   std::optional<std::vector<std::string>> documents;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -227,8 +228,11 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   const int64_t last_iteration =
       t.exit_after_iters() > 0 ? std::min<int64_t>(t.exit_after_iters(), t.train_iters()) : t.train_iters();
   const int64_t tokens_per_iteration = static_cast<int64_t>(t.global_batch_size()) * recipe.data().seq_length();
-  utils::ProgressBar bar(recipe.name(), t.train_iters());
-  bar.Update(iteration);
+  std::optional<utils::ProgressBar> bar;
+  if (options.show_progress) {
+    bar.emplace(recipe.name(), t.train_iters());
+    bar->Update(iteration);
+  }
   const auto run_start = Clock::now();
   auto window_start = run_start;
   int64_t window_iterations = 0;
@@ -266,14 +270,14 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       tensorboard->AddScalar("throughput/tokens-per-sec", tokens_per_second, iteration);
     }
     if (options.show_progress) {
-      bar.Update(iteration, absl::StrFormat("loss %.4f | lr %.2e | gnorm %.2f | %s tok/s", train_loss, lr, grad_norm,
+      bar->Update(iteration, absl::StrFormat("loss %.4f | lr %.2e | gnorm %.2f | %s tok/s", train_loss, lr, grad_norm,
                                             HumanRate(tokens_per_second)));
     }
     const bool last = iteration == last_iteration;
     if (do_eval && ((t.eval_interval() > 0 && iteration % t.eval_interval() == 0) || last)) {
       const double loss = evaluate(iteration);
       if (options.show_progress) {
-        bar.Update(iteration, absl::StrFormat("valid loss %.4f | ppl %.1f", loss, std::exp(loss)));
+        bar->Update(iteration, absl::StrFormat("valid loss %.4f | ppl %.1f", loss, std::exp(loss)));
       }
     }
     const int save_interval = recipe.checkpoint().save_interval();
@@ -281,7 +285,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       if (absl::Status s = save(iteration); !s.ok()) return s;
     }
   }
-  if (options.show_progress) bar.Finish();
+  if (bar) bar->Finish();
   const double seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   const int64_t run_iterations = iteration - result.start_iteration;
   result.tokens_per_second = seconds > 0 ? run_iterations * tokens_per_iteration / seconds : 0;
