@@ -61,8 +61,11 @@ int main(int argc, char** argv) {
                 static_cast<long long>(result->valid_losses.front().first), last,
                 static_cast<long long>(result->valid_losses.back().first), 100.0 * (first - last) / first);
   }
-  std::printf("throughput: %.0f tokens/s over %lld iterations\n", result->tokens_per_second,
-              static_cast<long long>(result->final_iteration - result->start_iteration));
+  std::printf("throughput: %.0f tokens/s over %lld iterations (whole run); steady state %.0f tokens/s = %.2f "
+              "model TFLOP/s (%.1fM parameters, %.3g FLOPs/token)\n",
+              result->tokens_per_second, static_cast<long long>(result->final_iteration - result->start_iteration),
+              result->steady_tokens_per_second, result->steady_tokens_per_second * result->flops_per_token / 1e12,
+              result->num_parameters / 1e6, result->flops_per_token);
   if (!result->sample.empty()) std::printf("sample:\n%s\n", result->sample.c_str());
   return 0;
 }

@@ -118,6 +118,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         "data.seq_length: %d exceeds model.max_position_embeddings %d", recipe.data().seq_length(),
         config.max_position_embeddings));
   }
+  int64_t result_num_parameters = 0;
   absl::StatusOr<std::unique_ptr<models::GPTModel>> created = models::GPTModel::Create(config);
   if (!created.ok()) return created.status();
   models::GPTModel& model = **created;
@@ -128,6 +129,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     }
   }
   model.ToDevice(*device);
+  result_num_parameters = model.NumParameters();
 
   const auto& o = recipe.optimizer();
   optimizer::AdamW adam(model.NamedParameters(),
@@ -143,6 +145,9 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   // Resume.
   PretrainResult result;
+  result.num_parameters = result_num_parameters;
+  result.flops_per_token = 6.0 * static_cast<double>(result.num_parameters) +
+                           12.0 * config.num_layers * config.hidden_size * recipe.data().seq_length();
   const std::string save_dir =
       recipe.checkpoint().save().empty() ? "" : ResolvePath(options.base_dir, recipe.checkpoint().save());
   const std::string load_dir =
@@ -237,9 +242,13 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   auto window_start = run_start;
   int64_t window_iterations = 0;
   double tokens_per_second = 0;
+  // Steady-state throughput skips the first iterations (allocator warm-up, kernel autotuning).
+  const int64_t steady_from = iteration + std::max<int64_t>(1, (last_iteration - iteration) / 10);
+  Clock::time_point steady_start = run_start, steady_end = run_start;
   while (iteration < last_iteration) {
+    if (iteration == steady_from) steady_start = Clock::now();
     const double lr = schedule.LearningRate(iteration);
-    double loss_sum = 0;
+    at::Tensor loss_sum;  // accumulated on the device: one host sync per iteration, not per micro-batch
     {
       AutocastGuard autocast(device->type(), precision);
       for (int64_t micro = 0; micro < micro_batches; ++micro) {
@@ -247,14 +256,18 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         GptBatch batch = (*data)->Train(first, t.micro_batch_size()).ToDevice(*device);
         at::Tensor loss = MaskedMean(model.Loss(batch.tokens, batch.position_ids, batch.labels), batch.loss_mask);
         (loss / static_cast<double>(micro_batches)).backward();
-        loss_sum += loss.item<double>();
+        loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
       }
     }
     const double grad_norm = optimizer::ClipGradNorm(model.Parameters(), o.clip_grad());
     adam.Step(lr);
     adam.ZeroGrad();
     ++iteration;
-    const double train_loss = loss_sum / static_cast<double>(micro_batches);
+    if (iteration == last_iteration) {
+      (void)at::Tensor(loss_sum).item<double>();  // waits for the device before the clock is read
+      steady_end = Clock::now();
+    }
+    const double train_loss = loss_sum.item<double>() / static_cast<double>(micro_batches);
     result.train_losses.push_back(train_loss);
     ++window_iterations;
     const double window_seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
@@ -290,6 +303,10 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   const int64_t run_iterations = iteration - result.start_iteration;
   result.tokens_per_second = seconds > 0 ? run_iterations * tokens_per_iteration / seconds : 0;
   result.final_iteration = iteration;
+  if (iteration > steady_from) {
+    const double steady_seconds = std::chrono::duration<double>(steady_end - steady_start).count();
+    result.steady_tokens_per_second = (iteration - steady_from) * tokens_per_iteration / steady_seconds;
+  }
   if (tensorboard) {
     if (absl::Status s = tensorboard->Flush(); !s.ok()) return s;
   }

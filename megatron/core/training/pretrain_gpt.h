@@ -30,7 +30,11 @@ struct PretrainResult {
   std::vector<double> train_losses;      // one per iteration run by this call
   std::vector<std::pair<int64_t, double>> valid_losses;  // (iteration, loss), including iteration 0 if fresh
   std::string sample;                    // generated text (empty if no sample was asked for)
-  double tokens_per_second = 0;
+  double tokens_per_second = 0;          // whole run, evaluation and checkpointing included
+  double steady_tokens_per_second = 0;   // training iterations after the first 10% (at least 1) only
+  int64_t num_parameters = 0;
+  // Training FLOPs per token, 6 N + 12 L h s (PaLM appendix B: weights plus attention scores), for MFU.
+  double flops_per_token = 0;
 };
 
 absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, const PretrainOptions& options);

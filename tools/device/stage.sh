@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the CUDA binaries on this (CPU) machine and stages everything a GPU run needs into .device/
+# (git-ignored): binaries, the shared libraries the GPU machine lacks, recipes, and prepared data.
+# Then, on the GPU machine: tools/device/gpt2_124m_baseline.sh  (see README "Running on a GPU").
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+bazel build --config=cuda //experiments/gpt:pretrain //experiments/gpt:generate
+rm -rf .device/bin .device/lib .device/recipes
+mkdir -p .device/bin .device/lib .device/recipes .device/data
+cp -L bazel-bin/experiments/gpt/pretrain bazel-bin/experiments/gpt/generate .device/bin/
+cp experiments/gpt/recipes/*.textproto .device/recipes/
+# The GPU machine (Ubuntu 24.04) has libtorch, CUDA, cuDNN and NCCL from its PyTorch install, but not Debian's
+# abseil and protobuf builds that our binaries link.
+ldd .device/bin/pretrain | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf' | xargs -r -I{} cp -L {} .device/lib/
+
+# Data for the GPT-2 124M baseline: tokenizer + indexed dataset, prepared here (no corpus over there).
+if [[ ! -f runs/data/fortunes_bpe8192_text_document.idx ]]; then
+  bazel build //experiments/gpt:pretrain  # the CPU build prepares data
+  bazel-bin/experiments/gpt/pretrain --recipe=experiments/gpt/recipes/gpt2_124m.textproto \
+    --training.device=cpu --training.train_iters=0 --training.eval_iters=0
+fi
+cp runs/data/fortunes_bpe8192_tokenizer.json runs/data/fortunes_bpe8192_text_document.{bin,idx} .device/data/
+du -sh .device
