@@ -7,11 +7,9 @@
 #include <cstdlib>
 #include <string>
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "absl/strings/numbers.h"
 #include "megatron/core/checkpointing/checkpoint.h"
-#include "megatron/core/inference/generate.h"
+#include "megatron/core/inference/text_generation.h"
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/proto/recipe.pb.h"
 #include "megatron/core/tokenizers/bpe_tokenizer.h"
@@ -79,22 +77,6 @@ int main(int argc, char** argv) {
   }
   (*model)->ToDevice(at::Device(device_name));
 
-  std::vector<int32_t> prompt_ids = tokenizer->Encode(sampling.prompt());
-  std::vector<int64_t> prompt(prompt_ids.begin(), prompt_ids.end());
-  if (prompt.empty()) prompt.push_back(tokenizer->eod_id() >= 0 ? tokenizer->eod_id() : 0);
-  inference::SamplingParams params;
-  params.max_new_tokens = sampling.max_new_tokens();
-  params.decoding = sampling.greedy() ? inference::Decoding::kGreedy : inference::Decoding::kSample;
-  params.temperature = sampling.temperature();
-  params.top_k = sampling.top_k();
-  params.top_p = sampling.top_p();
-  params.cache = sampling.use_kv_cache() ? inference::Cache::kKVCache : inference::Cache::kRecompute;
-  params.stop_token = tokenizer->eod_id();
-  params.valid_vocab_size = tokenizer->vocab_size();
-  std::vector<int64_t> generated =
-      inference::Generate(**model, prompt, params, at::detail::createCPUGenerator(sampling.seed()));
-  std::vector<int32_t> ids(generated.begin(), generated.end());
-  if (!ids.empty() && ids.back() == tokenizer->eod_id()) ids.pop_back();
-  std::printf("%s%s\n", sampling.prompt().c_str(), tokenizer->Decode(ids).c_str());
+  std::printf("%s\n", inference::GenerateText(**model, *tokenizer, sampling).c_str());
   return 0;
 }

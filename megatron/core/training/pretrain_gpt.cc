@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <optional>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
@@ -13,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "megatron/core/checkpointing/checkpoint.h"
-#include "megatron/core/inference/generate.h"
+#include "megatron/core/inference/text_generation.h"
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/models/huggingface/hf_loader.h"
 #include "megatron/core/optimizer/optimizer.h"
@@ -290,7 +289,8 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     if (do_eval && ((t.eval_interval() > 0 && iteration % t.eval_interval() == 0) || last)) {
       const double loss = evaluate(iteration);
       if (options.show_progress) {
-        bar->Update(iteration, absl::StrFormat("valid loss %.4f | ppl %.1f", loss, std::exp(loss)));
+        bar->Println(absl::StrFormat("validation at iteration %lld: loss %.4f | ppl %.1f",
+                                     static_cast<long long>(iteration), loss, std::exp(loss)));
       }
     }
     const int save_interval = recipe.checkpoint().save_interval();
@@ -313,23 +313,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& sample = recipe.sample();
   if (sample.max_new_tokens() > 0 && iteration == t.train_iters()) {
-    std::vector<int32_t> prompt_ids = tokenizer.Encode(sample.prompt());
-    std::vector<int64_t> prompt(prompt_ids.begin(), prompt_ids.end());
-    if (prompt.empty()) prompt.push_back(tokenizer.eod_id() >= 0 ? tokenizer.eod_id() : 0);
-    inference::SamplingParams params;
-    params.max_new_tokens = sample.max_new_tokens();
-    params.decoding = sample.greedy() ? inference::Decoding::kGreedy : inference::Decoding::kSample;
-    params.temperature = sample.temperature();
-    params.top_k = sample.top_k();
-    params.top_p = sample.top_p();
-    params.cache = sample.use_kv_cache() ? inference::Cache::kKVCache : inference::Cache::kRecompute;
-    params.stop_token = tokenizer.eod_id();
-    params.valid_vocab_size = tokenizer.vocab_size();
-    std::vector<int64_t> generated =
-        inference::Generate(model, prompt, params, at::detail::createCPUGenerator(sample.seed()));
-    std::vector<int32_t> ids(generated.begin(), generated.end());
-    if (!ids.empty() && ids.back() == tokenizer.eod_id()) ids.pop_back();
-    result.sample = sample.prompt() + tokenizer.Decode(ids);
+    result.sample = inference::GenerateText(model, tokenizer, sample);
   }
   return result;
 }

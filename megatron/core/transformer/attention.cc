@@ -12,9 +12,7 @@ namespace megatron::transformer {
 SelfAttention::SelfAttention(const TransformerConfig& config, const BackendProvider& backend, int layer_index)
     : config_(config), layer_index_(layer_index) {
   const int64_t qkv_size = config.query_projection_size() + 2 * config.kv_projection_size();
-  const double output_std = config.use_scaled_init_for_output_layers
-                                ? config.init_method_std / std::sqrt(2.0 * config.num_layers)
-                                : config.init_method_std;
+  const double output_std = config.output_layer_init_std();
   linear_qkv_ = RegisterModule("linear_qkv", std::make_unique<Linear>(config.hidden_size, qkv_size,
                                                                       config.add_qkv_bias,
                                                                       InitMethod{config.init_method_std}));

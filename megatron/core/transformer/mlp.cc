@@ -7,9 +7,7 @@ namespace megatron::transformer {
 MLP::MLP(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend)
     : config_(config), backend_(std::move(backend)) {
   const int64_t fc1_out = config.gated_linear_unit() ? 2 * config.ffn_hidden_size : config.ffn_hidden_size;
-  const double output_std = config.use_scaled_init_for_output_layers
-                                ? config.init_method_std / std::sqrt(2.0 * config.num_layers)
-                                : config.init_method_std;
+  const double output_std = config.output_layer_init_std();
   linear_fc1_ = RegisterModule("linear_fc1", std::make_unique<Linear>(config.hidden_size, fc1_out,
                                                                       config.add_bias_linear,
                                                                       InitMethod{config.init_method_std}));

@@ -1,5 +1,7 @@
 #include "megatron/core/transformer/transformer_config.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "megatron/core/proto/recipe.pb.h"
@@ -16,6 +18,10 @@ absl::Status FieldError(const char* field, const std::string& what) {
 int PadVocabSize(int vocab_size, int divisible_by) {
   if (divisible_by <= 1) return vocab_size;
   return (vocab_size + divisible_by - 1) / divisible_by * divisible_by;
+}
+
+double TransformerConfig::output_layer_init_std() const {
+  return use_scaled_init_for_output_layers ? init_method_std / std::sqrt(2.0 * num_layers) : init_method_std;
 }
 
 absl::Status TransformerConfig::Validate() const {

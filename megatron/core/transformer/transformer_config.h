@@ -49,6 +49,9 @@ struct TransformerConfig {
   bool gated_linear_unit() const { return activation == Activation::kSwiGLU; }
   int query_projection_size() const { return kv_channels * num_attention_heads; }
   int kv_projection_size() const { return kv_channels * num_query_groups; }
+  // Init std of the layers that write into the residual stream (linear_proj, linear_fc2): Megatron's
+  // scaled_init_method_normal, std / sqrt(2 * num_layers), when use_scaled_init_for_output_layers.
+  double output_layer_init_std() const;
 
   // Returns InvalidArgument naming the first offending field (e.g. "model.num_attention_heads").
   absl::Status Validate() const;

@@ -54,6 +54,14 @@ void ProgressBar::Finish(std::string_view postfix) {
   Draw(last_done_, postfix.empty() ? std::string_view(last_postfix_) : postfix, /*final_draw=*/true);
 }
 
+void ProgressBar::Println(std::string_view message) {
+  const std::string out = is_tty_ ? absl::StrCat("\r\033[K", std::string(message), "\n")
+                                  : absl::StrCat(std::string(message), "\n");
+  std::fwrite(out.data(), 1, out.size(), stderr);
+  std::fflush(stderr);
+  if (is_tty_ && !finished_) Draw(last_done_, last_postfix_, /*final_draw=*/false);
+}
+
 std::string ProgressBar::FormatDuration(double seconds) {
   if (!std::isfinite(seconds)) return "?";
   const int64_t s = static_cast<int64_t>(std::floor(std::max(0.0, seconds)));

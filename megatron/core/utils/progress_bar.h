@@ -21,6 +21,10 @@ class ProgressBar {
   // Draws the final state and ends the line. Called by the destructor if not called before.
   void Finish(std::string_view postfix = "");
 
+  // Prints `message` on a line of its own above the bar (validation results, warnings) and redraws the bar,
+  // so the message stays in the terminal instead of being overwritten by the next update.
+  void Println(std::string_view message);
+
   // Formats seconds as M:SS or H:MM:SS.
   static std::string FormatDuration(double seconds);
 
