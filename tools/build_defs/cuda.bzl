@@ -23,7 +23,8 @@ def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility =
         obj = "_objs_cuda/%s/%s.pic.o" % (name, src.rsplit(".", 1)[0])
         native.genrule(
             name = "%s_%s_nvcc" % (name, src.replace("/", "_").replace(".", "_")),
-            srcs = [src] + hdrs + native.glob(["**/*.h", "**/*.cuh"]),
+            # Headers of the package (declared or not) are visible to nvcc; dedupe against srcs/hdrs.
+            srcs = [src] + hdrs + [h for h in native.glob(["**/*.h", "**/*.cuh"]) if h not in hdrs and h != src],
             outs = [obj],
             tools = ["@local_cuda//:nvcc"],
             cmd = "$(location @local_cuda//:nvcc) -c %s -I. -I$(GENDIR) -o $@ $(location %s)" % (

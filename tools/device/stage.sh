@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-bazel build --config=cuda //experiments/gpt:pretrain //experiments/gpt:generate
+bazel build --config=cuda //experiments/gpt:pretrain //experiments/gpt:generate //tools/build_defs/cuda_check:axpy_test
 rm -rf .device/bin .device/lib .device/recipes
 mkdir -p .device/bin .device/lib .device/recipes .device/data
 cp -L bazel-bin/experiments/gpt/pretrain bazel-bin/experiments/gpt/generate .device/bin/
+cp -L bazel-bin/tools/build_defs/cuda_check/axpy_test .device/bin/
 cp experiments/gpt/recipes/*.textproto .device/recipes/
 # The GPU machine (Ubuntu 24.04) has libtorch, CUDA, cuDNN and NCCL from its PyTorch install, but not Debian's
 # abseil and protobuf builds that our binaries link.
