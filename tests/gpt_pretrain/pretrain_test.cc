@@ -145,6 +145,9 @@ TEST(Pretrain, ImpossibleSettingsNameTheField) {
       {{"training.device", "tpu"}, "training.device"},
       {{"data.split", "0,0,1"}, "data.split"},
       {{"model.backend", "FUSED"}, "model.backend"},
+      // The tiny HF Llama has 101 ids, fewer than the 300-id tokenizer: refused before training.
+      {{"load_hf", "tests/hf_parity/testdata/llama"}, "load_hf"},
+      {{"load_hf", "tests/hf_parity/testdata/missing"}, "tests/hf_parity/testdata/missing/config.json"},
   };
   for (const auto& [override, field] : cases) {
     proto::PretrainRecipe recipe = TinyRecipe(dir);
