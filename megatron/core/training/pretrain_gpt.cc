@@ -117,7 +117,6 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         "data.seq_length: %d exceeds model.max_position_embeddings %d", recipe.data().seq_length(),
         config.max_position_embeddings));
   }
-  int64_t result_num_parameters = 0;
   absl::StatusOr<std::unique_ptr<models::GPTModel>> created = models::GPTModel::Create(config);
   if (!created.ok()) return created.status();
   models::GPTModel& model = **created;
@@ -128,7 +127,6 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     }
   }
   model.ToDevice(*device);
-  result_num_parameters = model.NumParameters();
 
   const auto& o = recipe.optimizer();
   optimizer::AdamW adam(model.NamedParameters(),
@@ -144,7 +142,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   // Resume.
   PretrainResult result;
-  result.num_parameters = result_num_parameters;
+  result.num_parameters = model.NumParameters();
   result.flops_per_token = 6.0 * static_cast<double>(result.num_parameters) +
                            12.0 * config.num_layers * config.hidden_size * recipe.data().seq_length();
   const std::string save_dir =

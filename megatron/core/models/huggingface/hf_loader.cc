@@ -51,7 +51,7 @@ absl::Status Get(const nlohmann::json& j, const std::string& path, const char* f
 
 // [ng*hpg*hn + 2*ng*hn] rows in HF order (all q heads, then all k heads, then all v heads) -> Megatron's grouped
 // order [ng, hpg+2, hn]. Works on weights [rows, in] and biases [rows].
-at::Tensor GroupQkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int ng, int hn) {
+at::Tensor GroupQkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int ng) {
   std::vector<int64_t> tail(q.sizes().begin() + 1, q.sizes().end());
   auto grouped = [&](const at::Tensor& t) {
     std::vector<int64_t> shape = {ng, t.size(0) / ng};
@@ -60,7 +60,6 @@ at::Tensor GroupQkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   };
   std::vector<int64_t> out_shape = {q.size(0) + k.size(0) + v.size(0)};
   out_shape.insert(out_shape.end(), tail.begin(), tail.end());
-  (void)hn;
   return at::cat({grouped(q), grouped(k), grouped(v)}, 1).reshape(out_shape);
 }
 
@@ -192,7 +191,7 @@ absl::StatusOr<TransformerConfig> ReadHfConfig(const std::string& dir, const pro
 absl::StatusOr<std::map<std::string, at::Tensor>> ConvertHfStateDict(const std::map<std::string, at::Tensor>& hf_in,
                                                                     const HfModelInfo& info) {
   const TransformerConfig& c = info.config;
-  const int ng = c.num_query_groups, hn = c.kv_channels;
+  const int ng = c.num_query_groups;
   std::map<std::string, at::Tensor> hf;
   for (const auto& [name, tensor] : hf_in) {
     absl::string_view n = name;
@@ -223,11 +222,11 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ConvertHfStateDict(const std::
       // Conv1D stores [in, out]; c_attn's out is [q; k; v].
       if (at::Tensor w = take(h + "attn.c_attn.weight"); w.defined()) {
         auto qkv = w.t().chunk(3, 0);
-        put(m + "self_attention.linear_qkv.weight", GroupQkv(qkv[0], qkv[1], qkv[2], ng, hn));
+        put(m + "self_attention.linear_qkv.weight", GroupQkv(qkv[0], qkv[1], qkv[2], ng));
       }
       if (at::Tensor b = take(h + "attn.c_attn.bias"); b.defined()) {
         auto qkv = b.chunk(3, 0);
-        put(m + "self_attention.linear_qkv.bias", GroupQkv(qkv[0], qkv[1], qkv[2], ng, hn));
+        put(m + "self_attention.linear_qkv.bias", GroupQkv(qkv[0], qkv[1], qkv[2], ng));
       }
       if (at::Tensor w = take(h + "attn.c_proj.weight"); w.defined()) put(m + "self_attention.linear_proj.weight", w.t());
       put(m + "self_attention.linear_proj.bias", take(h + "attn.c_proj.bias"));
@@ -253,7 +252,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ConvertHfStateDict(const std::
         at::Tensor q = take(h + "self_attn.q_proj." + kind), k = take(h + "self_attn.k_proj." + kind),
                    v = take(h + "self_attn.v_proj." + kind);
         if (q.defined() && k.defined() && v.defined()) {
-          put(m + "self_attention.linear_qkv." + kind, GroupQkv(q, k, v, ng, hn));
+          put(m + "self_attention.linear_qkv." + kind, GroupQkv(q, k, v, ng));
         } else if (q.defined() || k.defined() || v.defined()) {
           return absl::InvalidArgumentError(absl::StrCat(h, "self_attn: q_proj, k_proj and v_proj ", kind,
                                                          " must all be present"));
