@@ -143,6 +143,13 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   // Resume.
   PretrainResult result;
   result.num_parameters = model.NumParameters();
+  if (options.show_progress) {
+    std::fprintf(stderr, "model: GPT, %.2fM parameters (%s) on %s, %s\n", result.num_parameters / 1e6,
+                 config.DebugString().c_str(), device->str().c_str(), precision == Precision::kBf16 ? "bf16" : "fp32");
+    std::fprintf(stderr, "data: %lld train / %lld validation samples of %d tokens; %lld micro-batch(es) of %d per step\n",
+                 static_cast<long long>((*data)->num_train_samples()), static_cast<long long>((*data)->num_valid_samples()),
+                 recipe.data().seq_length(), static_cast<long long>(micro_batches), t.micro_batch_size());
+  }
   result.flops_per_token = 6.0 * static_cast<double>(result.num_parameters) +
                            12.0 * config.num_layers * config.hidden_size * recipe.data().seq_length();
   const std::string save_dir =
