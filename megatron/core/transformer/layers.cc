@@ -106,10 +106,20 @@ std::shared_ptr<const BackendProvider> LocalBackend() {
   return backend;
 }
 
+namespace {
+std::shared_ptr<const BackendProvider> (*g_fused_provider)() = nullptr;
+}  // namespace
+
+void RegisterBackend(Backend backend, std::shared_ptr<const BackendProvider> (*provider)()) {
+  if (backend == Backend::kFused) g_fused_provider = provider;
+}
+
 absl::StatusOr<std::shared_ptr<const BackendProvider>> GetBackend(Backend backend) {
   if (backend == Backend::kLocal) return LocalBackend();
+  if (g_fused_provider != nullptr) return g_fused_provider();
   return absl::UnimplementedError(
-      "model.backend: FUSED has no kernels in this build yet; use LOCAL (the fused CUDA kernels plug in here)");
+      "model.backend: FUSED is not linked into this binary (depend on //megatron/core/transformer:fused_backend); "
+      "use LOCAL");
 }
 
 }  // namespace megatron::transformer

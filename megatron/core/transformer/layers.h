@@ -91,8 +91,12 @@ class BackendProvider {
   virtual at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const = 0;
 };
 
-// The provider for `config.backend`. kFused returns an error until this build has fused kernels for it.
+// The provider for `config.backend`. kFused is available when //megatron/core/transformer:fused_backend is
+// linked into the binary (it registers itself); otherwise an error says so.
 absl::StatusOr<std::shared_ptr<const BackendProvider>> GetBackend(Backend backend);
+
+// Called by a backend library's static initialiser.
+void RegisterBackend(Backend backend, std::shared_ptr<const BackendProvider> (*provider)());
 
 // The plain-ATen provider (always available).
 std::shared_ptr<const BackendProvider> LocalBackend();

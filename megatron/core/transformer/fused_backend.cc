@@ -1,0 +1,103 @@
+#include "megatron/core/transformer/fused_backend.h"
+
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "megatron/core/fusions/norm/norm.h"
+
+namespace megatron::transformer {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Autograd wrappers: forward saves x and the statistics; backward is the fused backward kernel. Two functions
+// because autograd's apply() cannot take an undefined tensor argument (RMSNorm has no beta).
+fusions::NormParams Params(bool rms, double eps) {
+  return fusions::NormParams{rms ? fusions::NormKind::kRMSNorm : fusions::NormKind::kLayerNorm, eps,
+                             /*zero_centered_gamma=*/false};
+}
+
+struct FusedLayerNormFunction : public torch::autograd::Function<FusedLayerNormFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gamma,
+                            const at::Tensor& beta, double eps) {
+    const at::Tensor xc = x.contiguous();
+    fusions::NormForwardResult out = fusions::NormForward(xc, gamma, beta, Params(false, eps));
+    ctx->save_for_backward({xc, gamma, out.mean, out.rstd});
+    ctx->saved_data["eps"] = eps;
+    return out.y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    fusions::NormBackwardResult g = fusions::NormBackward(grad_outputs[0].contiguous(), s[0], s[1], s[2], s[3],
+                                                          Params(false, ctx->saved_data["eps"].toDouble()));
+    return {g.dx, g.dgamma, g.dbeta, at::Tensor()};
+  }
+};
+
+struct FusedRMSNormFunction : public torch::autograd::Function<FusedRMSNormFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gamma, double eps) {
+    const at::Tensor xc = x.contiguous();
+    fusions::NormForwardResult out = fusions::NormForward(xc, gamma, at::Tensor(), Params(true, eps));
+    ctx->save_for_backward({xc, gamma, out.rstd});
+    ctx->saved_data["eps"] = eps;
+    return out.y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    fusions::NormBackwardResult g = fusions::NormBackward(grad_outputs[0].contiguous(), s[0], s[1], at::Tensor(),
+                                                          s[2], Params(true, ctx->saved_data["eps"].toDouble()));
+    return {g.dx, g.dgamma, at::Tensor()};
+  }
+};
+
+// weight [hidden] (+ bias [hidden] for LayerNorm): the same names and initial values as the local norms.
+class FusedNorm : public Norm {
+ public:
+  FusedNorm(int64_t hidden, double eps, bool rms) : eps_(eps), rms_(rms) {
+    weight_ = RegisterParameter("weight", at::ones({hidden}));
+    if (!rms) bias_ = RegisterParameter("bias", at::zeros({hidden}));
+  }
+
+  at::Tensor Forward(const at::Tensor& x) const override {
+    return rms_ ? FusedRMSNormFunction::apply(x, weight_, eps_)
+                : FusedLayerNormFunction::apply(x, weight_, bias_, eps_);
+  }
+
+ private:
+  double eps_;
+  bool rms_;
+  at::Tensor weight_;
+  at::Tensor bias_;
+};
+
+class Fused : public BackendProvider {
+ public:
+  std::unique_ptr<Norm> MakeNorm(const TransformerConfig& config, int64_t hidden) const override {
+    return std::make_unique<FusedNorm>(hidden, config.layernorm_epsilon,
+                                       config.normalization == Normalization::kRMSNorm);
+  }
+  std::unique_ptr<CoreAttention> MakeCoreAttention(const TransformerConfig& config) const override {
+    return LocalBackend()->MakeCoreAttention(config);
+  }
+  at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const override {
+    return LocalBackend()->Activation(config, x);
+  }
+};
+
+const bool kRegistered = [] {
+  RegisterBackend(Backend::kFused, FusedBackend);
+  return true;
+}();
+
+}  // namespace
+
+std::shared_ptr<const BackendProvider> FusedBackend() {
+  static const std::shared_ptr<const BackendProvider> backend = std::make_shared<Fused>();
+  return backend;
+}
+
+}  // namespace megatron::transformer

@@ -1,0 +1,21 @@
+// The "fused" backend: the same layer spec as the local backend, with roles implemented by our fused kernels
+// (megatron/core/fusions) where one exists. Parameter names are the local backend's, so a checkpoint moves
+// between backends unchanged (tested).
+//
+// Today: LayerNorm / RMSNorm run fusions::NormForward/NormBackward (CUDA kernels on GPU tensors; the float64
+// reference on CPU tensors, which is exact but slow: use LOCAL on CPU). Core attention (SDPA: flash/cuDNN on GPU)
+// and activations are the local ones until their fused kernels land.
+//
+// Linking this library registers the provider for Backend::kFused (GetBackend finds it); binaries that can run
+// a FUSED recipe depend on it.
+#pragma once
+
+#include <memory>
+
+#include "megatron/core/transformer/layers.h"
+
+namespace megatron::transformer {
+
+std::shared_ptr<const BackendProvider> FusedBackend();
+
+}  // namespace megatron::transformer
