@@ -12,32 +12,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "megatron/core/datasets/test_util.h"
 #include "nlohmann/json.hpp"
 
 namespace megatron::datasets {
 namespace {
 
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_TRUE(absl::StrContains(haystack, needle)) << "\"" << (haystack) << "\" lacks \"" << (needle) << "\""
-
-const std::string kTestdata = "megatron/core/datasets/testdata/";
-
-std::string ReadBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
-
-std::string TempPrefix(const std::string& name) {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
-}
+using namespace ::megatron::datasets::testing;  // NOLINT: test helpers
 
 bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 

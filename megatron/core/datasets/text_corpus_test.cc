@@ -9,14 +9,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "megatron/core/datasets/test_util.h"
 
 namespace megatron::datasets {
 namespace {
 
-namespace fs = std::filesystem;
+using namespace ::megatron::datasets::testing;  // NOLINT: test helpers
 
-#define EXPECT_CONTAINS(haystack, needle) \
-  EXPECT_TRUE(absl::StrContains(haystack, needle)) << "\"" << (haystack) << "\" lacks \"" << (needle) << "\""
+namespace fs = std::filesystem;
 
 const std::string kCorpus = "megatron/core/datasets/testdata/corpus/";
 
