@@ -26,9 +26,17 @@ int64_t Partition(const char* layer, const char* dimension, int64_t size, const 
 }
 
 // The full [rows, cols] weight drawn as transformer::Linear draws it, and this rank's shard along `dim`.
+// With `stride` > 1 (dim 0 only) the rows are `stride` stacked blocks and the shard is this rank's rows of each.
 at::Tensor ShardOfMasterWeight(int64_t rows, int64_t cols, transformer::InitMethod init, int64_t dim,
-                               const distributed::Group* group) {
+                               const distributed::Group* group, int64_t stride = 1) {
   at::Tensor master = at::empty({rows, cols}).normal_(0.0, init.std);
+  if (stride > 1) {
+    const int64_t chunk = rows / stride / TpSize(group);
+    return master.view({stride, rows / stride, cols})
+        .narrow(1, TpRank(group) * chunk, chunk)
+        .reshape({stride * chunk, cols})
+        .clone(at::MemoryFormat::Contiguous);
+  }
   const int64_t chunk = master.size(dim) / TpSize(group);
   return master.narrow(dim, TpRank(group) * chunk, chunk).clone(at::MemoryFormat::Contiguous);
 }
@@ -41,12 +49,22 @@ std::optional<at::Tensor> Optional(const at::Tensor& t) {
 
 ColumnParallelLinear::ColumnParallelLinear(int64_t in_features, int64_t out_features, bool bias,
                                            GatherOutput gather_output, transformer::InitMethod init,
-                                           distributed::Group* group, SequenceParallel sequence_parallel)
+                                           distributed::Group* group, SequenceParallel sequence_parallel,
+                                           int64_t partition_stride)
     : group_(group), gather_output_(gather_output), sequence_parallel_(sequence_parallel) {
-  const int64_t out_per_rank = Partition("ColumnParallelLinear", "output_size", out_features, group);
+  TORCH_CHECK(partition_stride >= 1 && out_features % partition_stride == 0, "ColumnParallelLinear: output_size=",
+              out_features, " is not divisible by partition_stride=", partition_stride);
+  const int64_t out_per_rank =
+      partition_stride == 1
+          ? Partition("ColumnParallelLinear", "output_size", out_features, group)
+          : Partition("ColumnParallelLinear", "output_size/partition_stride", out_features / partition_stride,
+                      group) * partition_stride;
+  TORCH_CHECK(!(partition_stride > 1 && gather_output == GatherOutput::kYes),
+              "ColumnParallelLinear: gather_output is not supported with partition_stride > 1");
   TORCH_CHECK(!(sequence_parallel == SequenceParallel::kOn && gather_output == GatherOutput::kYes),
               "ColumnParallelLinear: gather_output is not supported with sequence parallelism (as in Megatron)");
-  weight_ = RegisterParameter("weight", ShardOfMasterWeight(out_features, in_features, init, 0, group));
+  weight_ = RegisterParameter("weight", ShardOfMasterWeight(out_features, in_features, init, 0, group,
+                                                                  partition_stride));
   if (bias) bias_ = RegisterParameter("bias", at::zeros({out_per_rank}));
 }
 

@@ -19,6 +19,10 @@
 // see only their rank's share of the tokens: like Megatron's finalize_model_grads, the training loop must
 // all-reduce their gradients across the TP group (`sequence_parallel_parameters()` lists them).
 //
+// Partition stride (Megatron's `stride`): ColumnParallelLinear's output may stack `partition_stride` equal
+// blocks (SwiGLU's fc1 = [gate; up]); each rank then keeps its row shard of every block, concatenated
+// ([gate_r; up_r]), so the per-rank output has the same stacked layout as the full one.
+//
 // Construction checks that the sharded dimension divides by the group size and names it otherwise.
 // Parameters are named "weight" and "bias", as Megatron's state-dict keys; the state dict holds each rank's
 // shard (partition dim 0 for column/embedding, 1 for row). Not ported: skip_bias_add, gradient-accumulation
@@ -31,7 +35,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "megatron/core/distributed/process_group.h"
-#include "megatron/core/transformer/layers.h"
+#include "megatron/core/transformer/init_method.h"
 #include "megatron/core/transformer/module.h"
 
 namespace megatron::tensor_parallel {
@@ -44,7 +48,8 @@ class ColumnParallelLinear : public transformer::MegatronModule {
  public:
   ColumnParallelLinear(int64_t in_features, int64_t out_features, bool bias, GatherOutput gather_output,
                        transformer::InitMethod init, distributed::Group* group,
-                       SequenceParallel sequence_parallel = SequenceParallel::kOff);
+                       SequenceParallel sequence_parallel = SequenceParallel::kOff,
+                       int64_t partition_stride = 1);
   // x [..., in] (with sequence parallelism [s/tp, ..., in]) -> [..., out/tp], or [..., out] when gathering.
   at::Tensor Forward(const at::Tensor& x) const;
 

@@ -9,28 +9,51 @@
 
 namespace megatron::transformer {
 
-SelfAttention::SelfAttention(const TransformerConfig& config, const BackendProvider& backend, int layer_index)
-    : config_(config), layer_index_(layer_index) {
+SelfAttention::SelfAttention(const TransformerConfig& config, const BackendProvider& backend, int layer_index,
+                             const ModelParallel& parallel)
+    : config_(config),
+      layer_index_(layer_index),
+      heads_(config.num_attention_heads / parallel.tp_size()),
+      groups_(config.num_query_groups / parallel.tp_size()) {
   const int64_t qkv_size = config.query_projection_size() + 2 * config.kv_projection_size();
   const double output_std = config.output_layer_init_std();
-  linear_qkv_ = RegisterModule("linear_qkv", std::make_unique<Linear>(config.hidden_size, qkv_size,
-                                                                      config.add_qkv_bias,
-                                                                      InitMethod{config.init_method_std}));
+  if (!parallel.enabled()) {
+    linear_qkv_ = RegisterModule("linear_qkv", std::make_unique<Linear>(config.hidden_size, qkv_size,
+                                                                        config.add_qkv_bias,
+                                                                        InitMethod{config.init_method_std}));
+    core_attention_ = backend.MakeCoreAttention(config);
+    linear_proj_ = RegisterModule("linear_proj",
+                                  std::make_unique<Linear>(config.query_projection_size(), config.hidden_size,
+                                                           config.add_bias_linear, InitMethod{output_std}));
+    return;
+  }
+  const int tp = parallel.tp_size();
+  TORCH_CHECK(config.num_attention_heads % tp == 0, "SelfAttention: model.num_attention_heads=",
+              config.num_attention_heads, " is not divisible by the tensor-parallel size ", tp);
+  TORCH_CHECK(config.num_query_groups % tp == 0, "SelfAttention: model.num_query_groups=", config.num_query_groups,
+              " is not divisible by the tensor-parallel size ", tp);
+  const auto sp = parallel.sequence_parallel ? tensor_parallel::SequenceParallel::kOn
+                                             : tensor_parallel::SequenceParallel::kOff;
+  linear_qkv_tp_ = RegisterModule(
+      "linear_qkv", std::make_unique<tensor_parallel::ColumnParallelLinear>(
+                        config.hidden_size, qkv_size, config.add_qkv_bias, tensor_parallel::GatherOutput::kNo,
+                        InitMethod{config.init_method_std}, parallel.tp, sp));
   core_attention_ = backend.MakeCoreAttention(config);
-  linear_proj_ = RegisterModule("linear_proj",
-                                std::make_unique<Linear>(config.query_projection_size(), config.hidden_size,
-                                                         config.add_bias_linear, InitMethod{output_std}));
+  linear_proj_tp_ = RegisterModule(
+      "linear_proj", std::make_unique<tensor_parallel::RowParallelLinear>(
+                         config.query_projection_size(), config.hidden_size, config.add_bias_linear,
+                         tensor_parallel::InputIsParallel::kYes, InitMethod{output_std}, parallel.tp, sp));
 }
 
 at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == config_.hidden_size, "SelfAttention: x must be [s, b, ",
               config_.hidden_size, "], got ", x.sizes());
-  const int64_t s = x.size(0), b = x.size(1);
-  const int64_t ng = config_.num_query_groups, hn = config_.kv_channels;
-  const int64_t heads_per_group = config_.num_attention_heads / ng;
-
-  // See Note [QKV layout].
-  at::Tensor qkv = linear_qkv_->Forward(x).view({s, b, ng, (heads_per_group + 2) * hn});
+  // See Note [QKV layout]. Under sequence parallelism linear_qkv gathers the sequence: s is its output's.
+  at::Tensor qkv = linear_qkv_ != nullptr ? linear_qkv_->Forward(x) : linear_qkv_tp_->Forward(x);
+  const int64_t s = qkv.size(0), b = qkv.size(1);
+  const int64_t ng = groups_, hn = config_.kv_channels;
+  const int64_t heads_per_group = heads_ / ng;
+  qkv = qkv.view({s, b, ng, (heads_per_group + 2) * hn});
   auto parts = qkv.split_with_sizes({heads_per_group * hn, hn, hn}, -1);
   at::Tensor q = parts[0].reshape({s, b, ng * heads_per_group, hn});
   at::Tensor k = parts[1];  // [s, b, ng, hn]
@@ -61,8 +84,8 @@ at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_
   }
   const double dropout_p = training() ? config_.attention_dropout : 0.0;
   at::Tensor context = core_attention_->Forward(q, k, v, AttnMask::kCausal, dropout_p);  // [b, np, s, hn]
-  context = context.permute({2, 0, 1, 3}).reshape({s, b, config_.query_projection_size()});
-  return linear_proj_->Forward(context);
+  context = context.permute({2, 0, 1, 3}).reshape({s, b, heads_ * hn});
+  return linear_proj_ != nullptr ? linear_proj_->Forward(context) : linear_proj_tp_->Forward(context);
 }
 
 }  // namespace megatron::transformer

@@ -17,15 +17,11 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "megatron/core/transformer/init_method.h"
 #include "megatron/core/transformer/module.h"
 #include "megatron/core/transformer/transformer_config.h"
 
 namespace megatron::transformer {
-
-// How a weight is initialised: N(0, std) as Megatron's init_method_normal / scaled_init_method_normal.
-struct InitMethod {
-  double std = 0.02;
-};
 
 // y = x W^T + b.  weight [out_features, in_features], bias [out_features] (optional).
 class Linear : public MegatronModule {

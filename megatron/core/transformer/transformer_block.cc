@@ -8,12 +8,13 @@
 namespace megatron::transformer {
 
 TransformerLayer::TransformerLayer(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
-                                   int layer_index)
+                                   int layer_index, const ModelParallel& parallel)
     : config_(config) {
   input_layernorm_ = RegisterModule("input_layernorm", backend->MakeNorm(config, config.hidden_size));
-  self_attention_ = RegisterModule("self_attention", std::make_unique<SelfAttention>(config, *backend, layer_index));
+  self_attention_ = RegisterModule("self_attention", std::make_unique<SelfAttention>(config, *backend, layer_index,
+                                                                                      parallel));
   pre_mlp_layernorm_ = RegisterModule("pre_mlp_layernorm", backend->MakeNorm(config, config.hidden_size));
-  mlp_ = RegisterModule("mlp", std::make_unique<MLP>(config, backend));
+  mlp_ = RegisterModule("mlp", std::make_unique<MLP>(config, backend, parallel));
 }
 
 at::Tensor TransformerLayer::Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const {
@@ -24,14 +25,17 @@ at::Tensor TransformerLayer::Forward(const at::Tensor& x, const at::Tensor& rota
 }
 
 TransformerBlock::LayerList::LayerList(const TransformerConfig& config,
-                                       const std::shared_ptr<const BackendProvider>& backend) {
+                                       const std::shared_ptr<const BackendProvider>& backend,
+                                       const ModelParallel& parallel) {
   for (int i = 0; i < config.num_layers; ++i) {
-    layers.push_back(RegisterModule(std::to_string(i), std::make_unique<TransformerLayer>(config, backend, i)));
+    layers.push_back(
+        RegisterModule(std::to_string(i), std::make_unique<TransformerLayer>(config, backend, i, parallel)));
   }
 }
 
-TransformerBlock::TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend) {
-  layers_ = RegisterModule("layers", std::make_unique<LayerList>(config, backend));
+TransformerBlock::TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
+                                   const ModelParallel& parallel) {
+  layers_ = RegisterModule("layers", std::make_unique<LayerList>(config, backend, parallel));
   final_layernorm_ = RegisterModule("final_layernorm", backend->MakeNorm(config, config.hidden_size));
 }
 

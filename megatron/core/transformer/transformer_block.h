@@ -1,7 +1,8 @@
 // TransformerLayer and TransformerBlock (Megatron's transformer_layer.py / transformer_block.py), pre-norm:
 //   x = x + dropout(self_attention(input_layernorm(x)))
 //   x = x + dropout(mlp(pre_mlp_layernorm(x)))
-// and the block ends with final_layernorm. Activations are sequence-first [s, b, h].
+// and the block ends with final_layernorm. Activations are sequence-first [s, b, h] ([s/tp, b, h] under
+// sequence parallelism, see ModelParallel).
 #pragma once
 
 #include <vector>
@@ -11,6 +12,7 @@
 #include "megatron/core/transformer/attention.h"
 #include "megatron/core/transformer/layers.h"
 #include "megatron/core/transformer/mlp.h"
+#include "megatron/core/transformer/model_parallel.h"
 #include "megatron/core/transformer/module.h"
 
 namespace megatron::transformer {
@@ -18,7 +20,7 @@ namespace megatron::transformer {
 class TransformerLayer : public MegatronModule {
  public:
   TransformerLayer(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
-                   int layer_index);
+                   int layer_index, const ModelParallel& parallel = {});
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const;
 
  private:
@@ -31,13 +33,15 @@ class TransformerLayer : public MegatronModule {
 
 class TransformerBlock : public MegatronModule {
  public:
-  TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend);
+  TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
+                   const ModelParallel& parallel = {});
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const;
 
  private:
   class LayerList : public MegatronModule {
    public:
-    LayerList(const TransformerConfig& config, const std::shared_ptr<const BackendProvider>& backend);
+    LayerList(const TransformerConfig& config, const std::shared_ptr<const BackendProvider>& backend,
+              const ModelParallel& parallel);
     std::vector<TransformerLayer*> layers;
   };
   LayerList* layers_;

@@ -1,5 +1,7 @@
 #include "megatron/core/models/common/language_model_embedding.h"
 
+#include "megatron/core/tensor_parallel/mappings.h"
+
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/dropout.h>
 #include <ATen/ops/embedding.h>
@@ -11,9 +13,22 @@ LanguageModelEmbedding::Embedding::Embedding(int64_t num_embeddings, int64_t dim
   weight_ = RegisterParameter("weight", at::empty({num_embeddings, dim}).normal_(0.0, init_std));
 }
 
-LanguageModelEmbedding::LanguageModelEmbedding(const transformer::TransformerConfig& config) : config_(config) {
-  word_embeddings_ = RegisterModule(
-      "word_embeddings", std::make_unique<Embedding>(config.vocab_size, config.hidden_size, config.init_method_std));
+LanguageModelEmbedding::LanguageModelEmbedding(const transformer::TransformerConfig& config,
+                                               const transformer::ModelParallel& parallel)
+    : config_(config), parallel_(parallel) {
+  if (parallel.enabled()) {
+    TORCH_CHECK(config.vocab_size % parallel.tp_size() == 0, "LanguageModelEmbedding: model.vocab_size=",
+                config.vocab_size, " is not divisible by the tensor-parallel size ", parallel.tp_size(),
+                "; pad it (parallel_state::PaddedVocabSize)");
+    word_embeddings_tp_ = RegisterModule(
+        "word_embeddings", std::make_unique<tensor_parallel::VocabParallelEmbedding>(
+                               config.vocab_size, config.hidden_size,
+                               transformer::InitMethod{config.init_method_std}, parallel.tp));
+  } else {
+    word_embeddings_ = RegisterModule(
+        "word_embeddings",
+        std::make_unique<Embedding>(config.vocab_size, config.hidden_size, config.init_method_std));
+  }
   if (config.position_embedding_type == transformer::PositionEmbedding::kLearnedAbsolute) {
     position_embeddings_ = RegisterModule(
         "position_embeddings",
@@ -23,7 +38,8 @@ LanguageModelEmbedding::LanguageModelEmbedding(const transformer::TransformerCon
 
 at::Tensor LanguageModelEmbedding::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids) const {
   TORCH_CHECK(input_ids.dim() == 2, "LanguageModelEmbedding: input_ids must be [b, s], got ", input_ids.sizes());
-  at::Tensor h = at::embedding(word_embeddings_->weight(), input_ids);
+  at::Tensor h = word_embeddings_ != nullptr ? at::embedding(word_embeddings_->weight(), input_ids)
+                                             : word_embeddings_tp_->Forward(input_ids);
   if (position_embeddings_ != nullptr) {
     TORCH_CHECK(position_ids.defined() && position_ids.sizes() == input_ids.sizes(),
                 "LanguageModelEmbedding: position_ids must match input_ids ", input_ids.sizes());
@@ -33,6 +49,9 @@ at::Tensor LanguageModelEmbedding::Forward(const at::Tensor& input_ids, const at
     h = h + at::embedding(position_embeddings_->weight(), position_ids);
   }
   h = h.transpose(0, 1).contiguous();  // [b, s, h] -> [s, b, h]
+  if (parallel_.enabled() && parallel_.sequence_parallel) {
+    h = tensor_parallel::ScatterToSequenceParallelRegion(h, parallel_.tp);  // [s/tp, b, h]
+  }
   return at::dropout(h, config_.hidden_dropout, training());
 }
 

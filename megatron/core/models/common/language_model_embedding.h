@@ -1,10 +1,15 @@
 // LanguageModelEmbedding (Megatron's models/common/embeddings/language_model_embedding.py):
 // word embeddings (+ learned absolute position embeddings), transposed to sequence-first [s, b, h], then
 // embedding dropout. Parameter names: word_embeddings.weight [V, h], position_embeddings.weight [P, h].
+// Under tensor parallelism (ModelParallel) word_embeddings is a VocabParallelEmbedding (weight [V/tp, h]; V must
+// divide by tp); position embeddings are replicated. With sequence parallelism the output is scattered along
+// s: [s/tp, b, h].
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include "megatron/core/tensor_parallel/layers.h"
+#include "megatron/core/transformer/model_parallel.h"
 #include "megatron/core/transformer/module.h"
 #include "megatron/core/transformer/transformer_config.h"
 
@@ -12,12 +17,16 @@ namespace megatron::models {
 
 class LanguageModelEmbedding : public transformer::MegatronModule {
  public:
-  explicit LanguageModelEmbedding(const transformer::TransformerConfig& config);
+  explicit LanguageModelEmbedding(const transformer::TransformerConfig& config,
+                                  const transformer::ModelParallel& parallel = {});
 
-  // input_ids, position_ids: [b, s] int64 -> [s, b, h].
+  // input_ids, position_ids: [b, s] int64 -> [s, b, h] ([s/tp, b, h] with sequence parallelism).
   at::Tensor Forward(const at::Tensor& input_ids, const at::Tensor& position_ids) const;
 
-  const at::Tensor& word_embeddings_weight() const { return word_embeddings_->weight(); }
+  // [V, h], or this rank's [V/tp, h] shard under tensor parallelism.
+  const at::Tensor& word_embeddings_weight() const {
+    return word_embeddings_ != nullptr ? word_embeddings_->weight() : word_embeddings_tp_->weight();
+  }
 
  private:
   // A lookup table: weight [num_embeddings, dim].
@@ -31,7 +40,9 @@ class LanguageModelEmbedding : public transformer::MegatronModule {
   };
 
   transformer::TransformerConfig config_;
-  Embedding* word_embeddings_;
+  transformer::ModelParallel parallel_;
+  Embedding* word_embeddings_ = nullptr;                                   // without TP
+  tensor_parallel::VocabParallelEmbedding* word_embeddings_tp_ = nullptr;  // with TP
   Embedding* position_embeddings_ = nullptr;  // learned absolute positions only
 };
 

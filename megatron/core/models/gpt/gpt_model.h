@@ -6,18 +6,30 @@
 //
 // With share_embeddings_and_output_weights the output layer reuses embedding.word_embeddings.weight and owns
 // no parameter of its own; otherwise it is output_layer.weight [V, h] (no bias, as in Megatron).
+//
+// Tensor parallelism: Create(config, ModelParallel{&tp_group, sequence_parallel}) builds the sharded model
+// (see transformer/model_parallel.h); config.vocab_size must divide by the TP size. The output layer's weight
+// (tied or its own) is this rank's vocab shard, the logits stay vocab-parallel and Loss uses
+// VocabParallelCrossEntropy (computed in the logits' dtype when fp32/fp64, fp32 for half types; the TP=1
+// Loss always computes in fp32); Logits gathers the vocab shards. Every rank must call Loss/Logits with the
+// same inputs. Without a group (or a group of size 1) the model is the single-process one, bit for bit.
 // Padded vocabulary rows (ids >= the tokenizer's vocabulary) are ordinary rows; they learn to be improbable.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "megatron/core/models/common/language_model_embedding.h"
 #include "megatron/core/models/common/rotary_pos_embedding.h"
+#include "megatron/core/tensor_parallel/layers.h"
 #include "megatron/core/transformer/attention.h"
+#include "megatron/core/transformer/model_parallel.h"
 #include "megatron/core/transformer/transformer_block.h"
 #include "megatron/core/transformer/transformer_config.h"
 
@@ -27,7 +39,9 @@ class GPTModel : public transformer::MegatronModule {
  public:
   // Validates the config and picks the backend it names; parameters are initialised from the current
   // default generator (seed it first for reproducible runs).
-  static absl::StatusOr<std::unique_ptr<GPTModel>> Create(const transformer::TransformerConfig& config);
+  // `parallel`: the tensor-parallel group to shard over (default: none). Its divisibility errors name the field.
+  static absl::StatusOr<std::unique_ptr<GPTModel>> Create(const transformer::TransformerConfig& config,
+                                                          const transformer::ModelParallel& parallel = {});
 
   // Logits [b, s, V] in the compute dtype. position_ids may be undefined: then 0..s-1 (+ cache offset).
   at::Tensor Logits(const at::Tensor& input_ids, const at::Tensor& position_ids,
@@ -36,11 +50,17 @@ class GPTModel : public transformer::MegatronModule {
   at::Tensor Loss(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& labels) const;
 
   const transformer::TransformerConfig& config() const { return config_; }
+  const transformer::ModelParallel& parallel() const { return parallel_; }
+
+  // Under sequence parallelism: the replicated parameters that see only this rank's tokens (norm weights and
+  // biases, RowParallelLinear biases), whose gradients the training step must all-reduce across TP (Megatron's
+  // finalize_model_grads). Empty otherwise.
+  std::vector<std::pair<std::string, at::Tensor>> SequenceParallelParameters() const;
 
  private:
   GPTModel(const transformer::TransformerConfig& config,
-           std::shared_ptr<const transformer::BackendProvider> backend);
-  // Decoder output projected to the vocabulary: [s, b, V].
+           std::shared_ptr<const transformer::BackendProvider> backend, const transformer::ModelParallel& parallel);
+  // Decoder output projected to the vocabulary: [s, b, V] ([s, b, V/tp] under tensor parallelism).
   at::Tensor ForwardToLogits(const at::Tensor& input_ids, const at::Tensor& position_ids,
                              transformer::KVCache* cache) const;
 
@@ -48,7 +68,9 @@ class GPTModel : public transformer::MegatronModule {
   LanguageModelEmbedding* embedding_;
   std::optional<RotaryEmbedding> rotary_pos_emb_;
   transformer::TransformerBlock* decoder_;
-  transformer::Linear* output_layer_ = nullptr;  // untied only
+  transformer::ModelParallel parallel_;
+  transformer::Linear* output_layer_ = nullptr;                           // untied, without TP
+  tensor_parallel::ColumnParallelLinear* output_layer_tp_ = nullptr;      // untied, with TP
 };
 
 }  // namespace megatron::models
