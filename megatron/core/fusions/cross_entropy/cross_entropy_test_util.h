@@ -1,0 +1,110 @@
+// Shared by cross_entropy_test.cc and cross_entropy_gpu_test.cc: tolerances by dtype, inputs (logits, targets
+// with ignored rows), and an every-element comparison.
+#pragma once
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace megatron::fusions::testing {
+
+struct Tolerance {
+  double rtol;
+  double atol;
+};
+
+// Gradients are stored in the logits' dtype; rtol by dtype (STYLE.md): float32 1e-5, bfloat16 2e-2 (8-bit
+// mantissa: one rounding is up to 2^-8 relative, two independent roundings may land an ulp apart), float16 5e-3.
+// atol equals rtol: the gradient's large entries are O(1) (p - 1 at the target) and the small ones cancel
+// against eps / K.
+inline Tolerance ToleranceFor(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16:
+      return {2e-2, 2e-2};
+    case at::kHalf:
+      return {5e-3, 5e-3};
+    case at::kDouble:
+      return {1e-12, 1e-12};
+    default:
+      return {1e-5, 1e-5};
+  }
+}
+
+// loss and lse are float32 sums over up to 50K exponentials: float32 rounding of the running sums (relative
+// ~log2(V) * 2^-24) plus the ~2 ulp of the kernel's exp, on values of size lse ~ log(V) + max |x| ~ 20. 1e-5
+// relative + 1e-4 absolute covers that with a margin and is still far below a dropped or extra column
+// (e.g. treating 47 padding columns of 50304 as valid shifts lse by ~1e-3).
+inline Tolerance StatsTolerance() { return {1e-5, 1e-4}; }
+
+// Every element: |actual - expected| <= atol + rtol * |expected|, and actual finite. Reports the count and the
+// first few offenders with their flat index.
+inline ::testing::AssertionResult AllClose(const at::Tensor& actual, const at::Tensor& expected, Tolerance tol) {
+  if (actual.sizes() != expected.sizes()) {
+    std::ostringstream os;
+    os << "shape " << actual.sizes() << " != expected " << expected.sizes();
+    return ::testing::AssertionFailure() << os.str();
+  }
+  const at::Tensor a = actual.detach().to(at::kCPU).to(at::kDouble).contiguous();
+  const at::Tensor e = expected.detach().to(at::kCPU).to(at::kDouble).contiguous();
+  const double* ap = a.data_ptr<double>();
+  const double* ep = e.data_ptr<double>();
+  int64_t bad = 0;
+  std::ostringstream first;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double diff = std::abs(ap[i] - ep[i]);
+    if (!std::isfinite(ap[i]) || !std::isfinite(ep[i]) || !(diff <= tol.atol + tol.rtol * std::abs(ep[i]))) {
+      if (bad < 5) first << "\n  [" << i << "] got " << ap[i] << " expected " << ep[i] << " (diff " << diff << ")";
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << a.numel() << " elements outside atol " << tol.atol
+                                       << " + rtol " << tol.rtol << " * |expected|:" << first.str();
+}
+
+// Vocabulary sizes: 1, a prime, 16-byte pack alignment +/- 1 around 128, not a power of two, GPT-2's 50257 (odd:
+// the scalar path) and its Megatron-padded 50304 (a multiple of 128).
+inline std::vector<int64_t> AwkwardVocabs() { return {1, 7, 128, 129, 1000, 50257, 50304}; }
+inline std::vector<int64_t> AwkwardRows() { return {1, 3, 257}; }
+
+// The valid-vocabulary sizes to test for V: all of it, and (V > 1) a padded vocabulary: 50257 inside 50304 as in
+// Megatron's GPT-2, otherwise a few columns short, including a K that is not a multiple of the 16-byte pack.
+inline std::vector<int64_t> ValidVocabs(int64_t vocab) {
+  if (vocab == 1) return {1};
+  if (vocab == 50304) return {50304, 50257};
+  return {vocab, vocab - (vocab > 8 ? 5 : 1)};
+}
+
+// Deterministic float32 normal logits, scaled so single columns matter for the softmax.
+inline at::Tensor RandomLogits(int64_t n, int64_t vocab, uint64_t seed, double scale = 3.0) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return at::randn({n, vocab}, gen, at::TensorOptions().dtype(at::kFloat)) * scale;
+}
+
+// Targets in [0, classes), with every third row (starting at row 1) set to ignore_index.
+inline at::Tensor RandomTargets(int64_t n, int64_t classes, int64_t ignore_index, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  at::Tensor t = at::randint(classes, {n}, gen, at::TensorOptions().dtype(at::kLong));
+  int64_t* tp = t.data_ptr<int64_t>();
+  for (int64_t i = 1; i < n; i += 3) tp[i] = ignore_index;
+  return t;
+}
+
+// A float32 per-row upstream gradient (as a mean-reduced loss with a loss mask would give, but varied per row).
+inline at::Tensor RandomGradLoss(int64_t n, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return at::randn({n}, gen, at::TensorOptions().dtype(at::kFloat));
+}
+
+inline std::string DtypeName(at::ScalarType t) { return std::string(c10::toString(t)); }
+
+}  // namespace megatron::fusions::testing
