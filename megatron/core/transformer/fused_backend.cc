@@ -4,6 +4,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/fusions/norm/norm.h"
 
 namespace megatron::transformer {
@@ -54,6 +55,25 @@ struct FusedRMSNormFunction : public torch::autograd::Function<FusedRMSNormFunct
   }
 };
 
+// Cross entropy straight from the compute-dtype logits (no fp32 copy of [n, V]); the backward recomputes the
+// softmax from the saved log-sum-exp. The gradient goes to a fresh buffer: the logits stay valid for anyone else.
+struct FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEntropyFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& labels) {
+    const at::Tensor lc = logits.contiguous();
+    fusions::CrossEntropyForwardResult out = fusions::CrossEntropyForward(lc, labels, fusions::CrossEntropyParams{});
+    ctx->save_for_backward({lc, labels, out.lse});
+    return out.loss;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    at::Tensor grad = fusions::CrossEntropyBackward(grad_outputs[0].contiguous(), s[0], s[1], s[2],
+                                                    fusions::CrossEntropyParams{},
+                                                    fusions::GradLogitsBuffer::kAllocate);
+    return {grad, at::Tensor()};
+  }
+};
+
 // weight [hidden] (+ bias [hidden] for LayerNorm): the same names and initial values as the local norms.
 class FusedNorm : public Norm {
  public:
@@ -85,6 +105,9 @@ class Fused : public BackendProvider {
   }
   at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const override {
     return LocalBackend()->Activation(config, x);
+  }
+  at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const override {
+    return FusedCrossEntropyFunction::apply(logits, labels);
   }
 };
 

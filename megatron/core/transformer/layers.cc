@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include <ATen/TensorOperators.h>
+#include <ATen/core/Reduction.h>
+#include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/dropout.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/gelu.h>
@@ -100,6 +102,10 @@ class Local : public BackendProvider {
 };
 
 }  // namespace
+
+at::Tensor BackendProvider::CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const {
+  return at::cross_entropy_loss(logits.to(at::kFloat), labels, /*weight=*/{}, at::Reduction::None);
+}
 
 std::shared_ptr<const BackendProvider> LocalBackend() {
   static const std::shared_ptr<const BackendProvider> backend = std::make_shared<Local>();

@@ -39,7 +39,7 @@ absl::StatusOr<std::unique_ptr<GPTModel>> GPTModel::Create(const TransformerConf
 
 GPTModel::GPTModel(const TransformerConfig& config, std::shared_ptr<const transformer::BackendProvider> backend,
                    const transformer::ModelParallel& parallel)
-    : config_(config), parallel_(parallel) {
+    : config_(config), backend_(backend), parallel_(parallel) {
   embedding_ = RegisterModule("embedding", std::make_unique<LanguageModelEmbedding>(config, parallel));
   if (config.position_embedding_type == transformer::PositionEmbedding::kRope) {
     rotary_pos_emb_.emplace(config.kv_channels, config.rotary_base);
@@ -119,11 +119,10 @@ at::Tensor GPTModel::Loss(const at::Tensor& input_ids, const at::Tensor& positio
     at::Tensor loss = tensor_parallel::VocabParallelCrossEntropy(logits, labels.transpose(0, 1), parallel_.tp);
     return loss.transpose(0, 1);  // [b, s]
   }
-  at::Tensor logits = ForwardToLogits(input_ids, position_ids, nullptr).to(at::kFloat);  // [s, b, V]
+  at::Tensor logits = ForwardToLogits(input_ids, position_ids, nullptr);  // [s, b, V], compute dtype
   const int64_t s = logits.size(0), b = logits.size(1);
-  at::Tensor loss = at::cross_entropy_loss(logits.reshape({s * b, config_.vocab_size}),
-                                           labels.transpose(0, 1).reshape({s * b}), /*weight=*/{},
-                                           at::Reduction::None);
+  at::Tensor loss = backend_->CrossEntropy(logits.reshape({s * b, config_.vocab_size}),
+                                           labels.transpose(0, 1).reshape({s * b}));
   return loss.view({s, b}).transpose(0, 1);  // [b, s]
 }
 

@@ -65,6 +65,7 @@ class GPTModel : public transformer::MegatronModule {
                              transformer::KVCache* cache) const;
 
   transformer::TransformerConfig config_;
+  std::shared_ptr<const transformer::BackendProvider> backend_;  // also computes the loss (fused CE)
   LanguageModelEmbedding* embedding_;
   std::optional<RotaryEmbedding> rotary_pos_emb_;
   transformer::TransformerBlock* decoder_;
