@@ -5,15 +5,24 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-bazel build --config=cuda //experiments/gpt:pretrain //experiments/gpt:generate //tools/build_defs/cuda_check:axpy_test
+KERNEL_BINARIES=(
+  //tools/build_defs/cuda_check:axpy_test
+  //megatron/core/fusions/norm:norm_gpu_test //megatron/core/fusions/norm:norm_benchmark
+  //megatron/core/fusions/cross_entropy:cross_entropy_gpu_test //megatron/core/fusions/cross_entropy:cross_entropy_benchmark
+)
+bazel build --config=cuda //experiments/gpt:pretrain //experiments/gpt:generate "${KERNEL_BINARIES[@]}"
 rm -rf .device/bin .device/lib .device/recipes
 mkdir -p .device/bin .device/lib .device/recipes .device/data
 cp -L bazel-bin/experiments/gpt/pretrain bazel-bin/experiments/gpt/generate .device/bin/
-cp -L bazel-bin/tools/build_defs/cuda_check/axpy_test .device/bin/
+for target in "${KERNEL_BINARIES[@]}"; do
+  path="${target#//}"
+  cp -L "bazel-bin/${path/://}" .device/bin/
+done
 cp experiments/gpt/recipes/*.textproto .device/recipes/
 # The GPU machine (Ubuntu 24.04) has libtorch, CUDA, cuDNN and NCCL from its PyTorch install, but not Debian's
 # abseil and protobuf builds that our binaries link.
-ldd .device/bin/pretrain | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf' | xargs -r -I{} cp -L {} .device/lib/
+ldd .device/bin/pretrain .device/bin/*_benchmark | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf|libbenchmark' |
+  sort -u | xargs -r -I{} cp -L {} .device/lib/
 
 # Data for the GPT-2 124M baseline: tokenizer + indexed dataset, prepared here (no corpus over there).
 if [[ ! -f runs/data/fortunes_bpe8192_text_document.idx ]]; then
