@@ -2,9 +2,17 @@
 //
 // Pretrains a core GPT model from a recipe (default: recipes/fortunes_tiny.textproto, embedded as data).
 // Relative paths in the recipe are resolved against the workspace root under `bazel run`.
+//
+// Several processes (CPU, Gloo): bazel-bin/tools/launch --nproc_per_node=N -- bazel-bin/experiments/gpt/pretrain
+// --parallel.tensor_model_parallel_size=T ... (data-parallel size N/T; WORLD_SIZE > 1 starts the process group).
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
+
+#include "absl/time/time.h"
+#include "megatron/core/distributed/launch_env.h"
+#include "megatron/core/distributed/process_group.h"
 
 #include "megatron/core/proto/recipe.pb.h"
 #include "megatron/core/training/pretrain_gpt.h"
@@ -47,14 +55,40 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pretrain: %s\n", std::string(s.message()).c_str());
     return 2;
   }
-  std::fprintf(stderr, "pretrain: recipe %s\n", command_line->recipe.c_str());
+  if (std::getenv("RANK") == nullptr || std::string(std::getenv("RANK")) == "0") {
+    std::fprintf(stderr, "pretrain: recipe %s\n", command_line->recipe.c_str());
+  }
   megatron::training::PretrainOptions options;
   options.base_dir = base_dir;
+  absl::StatusOr<megatron::distributed::LaunchEnv> env = megatron::distributed::LaunchEnv::FromEnvironment();
+  if (!env.ok()) {
+    std::fprintf(stderr, "pretrain: %s\n", std::string(env.status().message()).c_str());
+    return 2;
+  }
+  std::shared_ptr<megatron::distributed::DistributedContext> context;
+  if (env->world_size > 1) {
+    if (recipe.training().device() != "cpu") {
+      std::fprintf(stderr, "pretrain: training.device=%s with %d ranks: NCCL is not implemented yet (multi-process "
+                   "runs use Gloo on training.device=cpu)\n", recipe.training().device().c_str(), env->world_size);
+      return 2;
+    }
+    // Generous timeout: rank 0 prepares the data (tokenizer training, tokenization) while the others wait.
+    auto ctx = megatron::distributed::InitDistributed(*env, megatron::distributed::Backend::kGloo,
+                                                      absl::Minutes(30));
+    if (!ctx.ok()) {
+      std::fprintf(stderr, "pretrain: %s\n", std::string(ctx.status().message()).c_str());
+      return 1;
+    }
+    context = *ctx;
+    options.distributed = context.get();
+  }
+  const bool rank0 = env->rank == 0;
   auto result = megatron::training::PretrainGpt(recipe, options);
   if (!result.ok()) {
     std::fprintf(stderr, "pretrain: %s\n", std::string(result.status().message()).c_str());
     return 1;
   }
+  if (!rank0) return 0;
   if (!result->valid_losses.empty()) {
     const double first = result->valid_losses.front().second, last = result->valid_losses.back().second;
     std::printf("validation loss: %.4f (iteration %lld) -> %.4f (iteration %lld), %.1f%% lower\n", first,

@@ -3,19 +3,25 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <optional>
 
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "megatron/core/checkpointing/checkpoint.h"
+#include "megatron/core/distributed/process_group.h"
 #include "megatron/core/inference/text_generation.h"
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/models/huggingface/hf_loader.h"
 #include "megatron/core/optimizer/optimizer.h"
+#include "megatron/core/parallel_state/parallel_layout.h"
 #include "megatron/core/tensor_parallel/random.h"
 #include "megatron/core/training/autocast.h"
 #include "megatron/core/training/gpt_data.h"
@@ -75,6 +81,134 @@ std::string HumanRate(double per_second) {
   return absl::StrFormat("%.0f", per_second);
 }
 
+// This rank's place in a distributed run (defaults: single process).
+struct Parallelism {
+  distributed::DistributedContext* ctx = nullptr;
+  std::shared_ptr<distributed::Group> tp, dp;
+  int tp_size = 1, dp_size = 1, dp_rank = 0, rank = 0;
+  bool sequence_parallel = false;
+};
+
+absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe, const PretrainOptions& options,
+                                             const at::Device& device) {
+  Parallelism par;
+  const auto& pc = recipe.parallel();
+  const int tp = pc.tensor_model_parallel_size();
+  if (options.distributed == nullptr) {
+    if (tp != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parallel.tensor_model_parallel_size: ", tp, " needs ", tp,
+          " (or a multiple of) processes; launch them with tools/launch (this is a single-process run)"));
+    }
+    return par;
+  }
+  distributed::DistributedContext& ctx = *options.distributed;
+  if (device.type() != at::kCPU && ctx.world_size() > 1) {
+    return absl::UnimplementedError(absl::StrCat("training.device: ", device.str(),
+                                                 " with several ranks needs NCCL; NCCL is not implemented yet "
+                                                 "(use training.device=cpu with Gloo)"));
+  }
+  parallel_state::ParallelConfig config;
+  config.world_size = ctx.world_size();
+  config.tp = tp;
+  absl::StatusOr<parallel_state::ParallelLayout> layout = parallel_state::ParallelLayout::Create(config);
+  if (!layout.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.tensor_model_parallel_size: ", tp, " does not fit ",
+                                                   ctx.world_size(), " ranks: ", layout.status().message()));
+  }
+  par.ctx = &ctx;
+  par.rank = ctx.rank();
+  par.tp_size = layout->tp();
+  par.dp_size = layout->dp();
+  par.dp_rank = layout->Coordinates(ctx.rank()).dp;
+  par.sequence_parallel = pc.sequence_parallel() && par.tp_size > 1;
+  // Collective: every rank creates every group, in the same order.
+  for (const std::vector<int>& ranks : layout->TensorParallelGroups()) {
+    absl::StatusOr<std::shared_ptr<distributed::Group>> g = ctx.NewGroup(ranks, "tp");
+    if (!g.ok()) return g.status();
+    if (*g) par.tp = *g;
+  }
+  for (const std::vector<int>& ranks : layout->DataParallelGroups()) {
+    absl::StatusOr<std::shared_ptr<distributed::Group>> g = ctx.NewGroup(ranks, "dp");
+    if (!g.ok()) return g.status();
+    if (*g) par.dp = *g;
+  }
+  const auto& t = recipe.training();
+  if (t.global_batch_size() % (t.micro_batch_size() * par.dp_size) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "training.global_batch_size: %d must be a multiple of training.micro_batch_size %d x data-parallel size %d",
+        t.global_batch_size(), t.micro_batch_size(), par.dp_size));
+  }
+  if (par.tp_size > 1) {
+    if (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty()) {
+      return absl::UnimplementedError(
+          "checkpoint.save / checkpoint.load: checkpoints of tensor-parallel runs are not supported yet "
+          "(pass --checkpoint.save= with parallel.tensor_model_parallel_size > 1)");
+    }
+    if (recipe.has_load_hf()) {
+      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor-parallel run is not "
+                                      "supported yet");
+    }
+  }
+  return par;
+}
+
+// True for the parameters that tensor parallelism shards (each rank holds a slice); the others are replicated.
+bool IsTensorParallelShard(const std::string& name) {
+  const auto ends = [&](const char* suffix) { return absl::EndsWith(name, suffix); };
+  return ends("linear_qkv.weight") || ends("linear_qkv.bias") || ends("linear_fc1.weight") ||
+         ends("linear_fc1.bias") || ends("linear_proj.weight") || ends("linear_fc2.weight") ||
+         ends("word_embeddings.weight") || ends("output_layer.weight");
+}
+
+// All-reduces (sum) the defined gradients of `params` over `group`, one flat buffer per dtype, then scales them.
+absl::Status AllReduceGrads(const std::vector<at::Tensor>& params, distributed::Group& group, double scale) {
+  at::NoGradGuard no_grad;
+  std::map<at::ScalarType, std::vector<at::Tensor>> buckets;
+  for (const at::Tensor& p : params) {
+    if (p.grad().defined()) buckets[p.grad().scalar_type()].push_back(p.grad());
+  }
+  for (auto& [dtype, grads] : buckets) {
+    std::vector<at::Tensor> flat_parts;
+    flat_parts.reserve(grads.size());
+    for (const at::Tensor& g : grads) flat_parts.push_back(g.reshape({-1}));
+    at::Tensor flat = at::cat(flat_parts).contiguous();
+    if (absl::Status s = group.AllReduce(flat, distributed::ReduceOp::kSum); !s.ok()) return s;
+    if (scale != 1.0) flat.mul_(scale);
+    int64_t offset = 0;
+    for (at::Tensor& g : grads) {
+      const int64_t n = g.numel();
+      g.copy_(flat.slice(0, offset, offset + n).view(g.sizes()));
+      offset += n;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ClipGradNorm over a tensor-parallel model (global norm): the squared norms of sharded parameters are summed over TP,
+// replicated ones counted once. Same clipping formula as optimizer::ClipGradNorm.
+absl::StatusOr<double> ClipGradNormTensorParallel(const std::vector<std::pair<std::string, at::Tensor>>& named,
+                                                  double max_norm, distributed::Group& tp) {
+  at::NoGradGuard no_grad;
+  double sums[2] = {0, 0};  // squared norms: [sharded, replicated]
+  for (const auto& [name, p] : named) {
+    const at::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    const double n = (g.scalar_type() == at::kDouble ? g.norm() : g.to(at::kFloat).norm()).item<double>();
+    sums[IsTensorParallelShard(name) ? 0 : 1] += n * n;
+  }
+  at::Tensor sharded = at::full({1}, sums[0], at::TensorOptions().dtype(at::kDouble));
+  if (absl::Status s = tp.AllReduce(sharded, distributed::ReduceOp::kSum); !s.ok()) return s;
+  const double total = std::sqrt(sharded.item<double>() + sums[1]);
+  if (max_norm > 0.0 && total > max_norm) {
+    const double coeff = max_norm / (total + 1e-6);
+    for (const auto& [name, p] : named) {
+      if (p.grad().defined()) p.grad().mul_(coeff);
+    }
+  }
+  return total;
+}
+
 }  // namespace
 
 absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, const PretrainOptions& options) {
@@ -82,16 +216,33 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   const auto& t = recipe.training();
   absl::StatusOr<at::Device> device = ParseDevice(t.device());
   if (!device.ok()) return device.status();
+  absl::StatusOr<Parallelism> parallelism = SetUpParallelism(recipe, options, *device);
+  if (!parallelism.ok()) return parallelism.status();
+  const Parallelism& par = *parallelism;
+  const bool rank0 = par.rank == 0;
+  const bool show_progress = options.show_progress && rank0;
   if (t.num_threads() > 0) at::set_num_threads(t.num_threads());
   const Precision precision = t.precision() == proto::BF16 ? Precision::kBf16 : Precision::kFp32;
-  const int64_t micro_batches = t.global_batch_size() / t.micro_batch_size();
+  // Micro-batches per iteration on this rank (its data-parallel slice of the global batch).
+  const int64_t micro_batches = t.global_batch_size() / t.micro_batch_size() / par.dp_size;
   const int64_t eval_samples = static_cast<int64_t>(t.eval_iters()) * t.micro_batch_size();
 
-  // Data (prepared on first use).
-  absl::StatusOr<std::unique_ptr<GptData>> data =
-      GptData::Prepare(recipe.data(), options.base_dir,
-                       std::max<int64_t>(1, static_cast<int64_t>(t.train_iters()) * t.global_batch_size()),
-                       std::max<int64_t>(1, eval_samples));
+  // Data (prepared on first use; by rank 0 alone when distributed, the others then open what it wrote).
+  auto prepare = [&] {
+    return GptData::Prepare(recipe.data(), options.base_dir,
+                            std::max<int64_t>(1, static_cast<int64_t>(t.train_iters()) * t.global_batch_size()),
+                            std::max<int64_t>(1, eval_samples));
+  };
+  absl::StatusOr<std::unique_ptr<GptData>> data = absl::UnknownError("data not prepared");
+  if (rank0) data = prepare();
+  if (par.ctx != nullptr) {
+    at::Tensor ok = at::full({1}, !rank0 || data.ok() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble));
+    if (absl::Status s = par.ctx->world().AllReduce(ok, distributed::ReduceOp::kMin); !s.ok()) return s;
+    if (!rank0) {
+      if (ok.item<double>() == 0.0) return absl::AbortedError("rank 0 failed to prepare the data (see its error)");
+      data = prepare();
+    }
+  }
   if (!data.ok()) return data.status();
   const tokenizers::ByteLevelBPETokenizer& tokenizer = (*data)->tokenizer();
 
@@ -117,7 +268,9 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         "data.seq_length: %d exceeds model.max_position_embeddings %d", recipe.data().seq_length(),
         config.max_position_embeddings));
   }
-  absl::StatusOr<std::unique_ptr<models::GPTModel>> created = models::GPTModel::Create(config);
+  transformer::ModelParallel model_parallel;
+  if (par.tp_size > 1) model_parallel = transformer::ModelParallel{par.tp.get(), par.sequence_parallel};
+  absl::StatusOr<std::unique_ptr<models::GPTModel>> created = models::GPTModel::Create(config, model_parallel);
   if (!created.ok()) return created.status();
   models::GPTModel& model = **created;
   if (recipe.has_load_hf()) {
@@ -143,7 +296,18 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   // Resume.
   PretrainResult result;
   result.num_parameters = model.NumParameters();
-  if (options.show_progress) {
+  if (par.tp_size > 1) {  // whole model: shards summed over TP, replicated parameters once
+    int64_t counts[2] = {0, 0};  // [sharded, replicated]
+    for (const auto& [name, p] : model.NamedParameters()) counts[IsTensorParallelShard(name) ? 0 : 1] += p.numel();
+    at::Tensor sharded = at::full({1}, counts[0], at::TensorOptions().dtype(at::kLong));
+    if (absl::Status s = par.tp->AllReduce(sharded); !s.ok()) return s;
+    result.num_parameters = sharded.item<int64_t>() + counts[1];
+  }
+  if (show_progress && par.ctx != nullptr) {
+    std::fprintf(stderr, "parallel: %d ranks = tensor-parallel %d%s x data-parallel %d (Gloo)\n",
+                 par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.dp_size);
+  }
+  if (show_progress) {
     std::fprintf(stderr, "model: GPT, %.2fM parameters (%s) on %s, %s\n", result.num_parameters / 1e6,
                  config.DebugString().c_str(), device->str().c_str(), precision == Precision::kBf16 ? "bf16" : "fp32");
     std::fprintf(stderr, "data: %lld train / %lld validation samples of %d tokens; %lld micro-batch(es) of %d per step\n",
@@ -177,7 +341,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         if (absl::Status s = tensor_parallel::SetRngState(ckpt->rng); !s.ok()) return s;
         iteration = ckpt->iteration;
       }
-      if (options.show_progress) {
+      if (show_progress) {
         std::fprintf(stderr, "resumed from %s at iteration %lld%s\n",
                      checkpointing::IterationDirectory(load_dir, **latest).c_str(),
                      static_cast<long long>(ckpt->iteration), finetune ? " (weights only)" : "");
@@ -187,7 +351,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   result.start_iteration = iteration;
 
   std::unique_ptr<TensorBoardWriter> tensorboard;
-  if (recipe.has_tensorboard_dir()) {
+  if (recipe.has_tensorboard_dir() && rank0) {
     auto tb = TensorBoardWriter::Open(ResolvePath(options.base_dir, recipe.tensorboard_dir()));
     if (!tb.ok()) return tb.status();
     tensorboard = std::move(*tb);
@@ -214,7 +378,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     return loss;
   };
   auto save = [&](int64_t at_iteration) -> absl::Status {
-    if (save_dir.empty()) return absl::OkStatus();
+    if (save_dir.empty() || !rank0) return absl::OkStatus();  // DP replicas are identical (TP 1 only here)
     checkpointing::Checkpoint ckpt;
     ckpt.iteration = at_iteration;
     ckpt.recipe = ToText(recipe);
@@ -230,7 +394,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   const bool do_eval = t.eval_iters() > 0;
   if (do_eval && iteration == 0) {
     const double loss = evaluate(0);
-    if (options.show_progress) {
+    if (show_progress) {
       std::fprintf(stderr, "validation at iteration 0: loss %.4f | ppl %.1f\n", loss, std::exp(loss));
     }
   }
@@ -238,7 +402,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       t.exit_after_iters() > 0 ? std::min<int64_t>(t.exit_after_iters(), t.train_iters()) : t.train_iters();
   const int64_t tokens_per_iteration = static_cast<int64_t>(t.global_batch_size()) * recipe.data().seq_length();
   std::optional<utils::ProgressBar> bar;
-  if (options.show_progress) {
+  if (show_progress) {
     bar.emplace(recipe.name(), t.train_iters());
     bar->Update(iteration);
   }
@@ -256,14 +420,34 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     {
       AutocastGuard autocast(device->type(), precision);
       for (int64_t micro = 0; micro < micro_batches; ++micro) {
-        const int64_t first = iteration * t.global_batch_size() + micro * t.micro_batch_size();
+        const int64_t first = iteration * t.global_batch_size() +
+                              par.dp_rank * (t.global_batch_size() / par.dp_size) + micro * t.micro_batch_size();
         GptBatch batch = (*data)->Train(first, t.micro_batch_size()).ToDevice(*device);
         at::Tensor loss = MaskedMean(model.Loss(batch.tokens, batch.position_ids, batch.labels), batch.loss_mask);
         (loss / static_cast<double>(micro_batches)).backward();
         loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
       }
     }
-    const double grad_norm = optimizer::ClipGradNorm(model.Parameters(), o.clip_grad());
+    double grad_norm = 0;
+    if (par.ctx == nullptr) {
+      grad_norm = optimizer::ClipGradNorm(model.Parameters(), o.clip_grad());
+    } else {
+      if (par.sequence_parallel) {
+        std::vector<at::Tensor> sp_params;
+        for (auto& [name, p] : model.SequenceParallelParameters()) sp_params.push_back(p);
+        if (absl::Status s = AllReduceGrads(sp_params, *par.tp, 1.0); !s.ok()) return s;
+      }
+      if (par.dp_size > 1) {
+        if (absl::Status s = AllReduceGrads(model.Parameters(), *par.dp, 1.0 / par.dp_size); !s.ok()) return s;
+      }
+      if (par.tp_size > 1) {
+        absl::StatusOr<double> norm = ClipGradNormTensorParallel(model.NamedParameters(), o.clip_grad(), *par.tp);
+        if (!norm.ok()) return norm.status();
+        grad_norm = *norm;
+      } else {
+        grad_norm = optimizer::ClipGradNorm(model.Parameters(), o.clip_grad());
+      }
+    }
     adam.Step(lr);
     adam.ZeroGrad();
     ++iteration;
@@ -271,7 +455,12 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       (void)at::Tensor(loss_sum).item<double>();  // waits for the device before the clock is read
       steady_end = Clock::now();
     }
-    const double train_loss = loss_sum.item<double>() / static_cast<double>(micro_batches);
+    double train_loss = loss_sum.item<double>() / static_cast<double>(micro_batches);
+    if (par.dp_size > 1) {  // the average over the data-parallel ranks' slices
+      at::Tensor l = at::full({1}, train_loss, at::TensorOptions().dtype(at::kDouble));
+      if (absl::Status s = par.dp->AllReduce(l, distributed::ReduceOp::kSum); !s.ok()) return s;
+      train_loss = l.item<double>() / par.dp_size;
+    }
     result.train_losses.push_back(train_loss);
     ++window_iterations;
     const double window_seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
@@ -286,14 +475,14 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       tensorboard->AddScalar("grad-norm", grad_norm, iteration);
       tensorboard->AddScalar("throughput/tokens-per-sec", tokens_per_second, iteration);
     }
-    if (options.show_progress) {
+    if (show_progress) {
       bar->Update(iteration, absl::StrFormat("loss %.4f | lr %.2e | gnorm %.2f | %s tok/s", train_loss, lr, grad_norm,
                                             HumanRate(tokens_per_second)));
     }
     const bool last = iteration == last_iteration;
     if (do_eval && ((t.eval_interval() > 0 && iteration % t.eval_interval() == 0) || last)) {
       const double loss = evaluate(iteration);
-      if (options.show_progress) {
+      if (show_progress) {
         bar->Println(absl::StrFormat("validation at iteration %lld: loss %.4f | ppl %.1f",
                                      static_cast<long long>(iteration), loss, std::exp(loss)));
       }
@@ -318,7 +507,11 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& sample = recipe.sample();
   if (sample.max_new_tokens() > 0 && iteration == t.train_iters()) {
-    result.sample = inference::GenerateText(model, tokenizer, sample);
+    if (par.tp_size > 1) {
+      if (show_progress) std::fprintf(stderr, "sample: skipped (not implemented for tensor-parallel runs yet)\n");
+    } else if (rank0) {
+      result.sample = inference::GenerateText(model, tokenizer, sample);
+    }
   }
   return result;
 }

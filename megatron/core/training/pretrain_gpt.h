@@ -1,10 +1,16 @@
 // GPT pretraining: the loop behind `bazel run //experiments/gpt:pretrain` (Megatron's pretrain_gpt.py +
-// training/training.py, single process so far).
+// training/training.py).
 //
 // Per iteration: global_batch_size / micro_batch_size micro-batches, each loss = sum(loss * mask) / sum(mask)
 // scaled by 1/num_micro_batches and back-propagated (gradient accumulation); then gradient clipping, AdamW with
 // the scheduled learning rate, and logging (progress bar, TensorBoard). Validation every eval_interval
 // iterations and at the end; checkpoints every save_interval and at the end; a text sample at the end.
+//
+// Distributed (PretrainOptions::distributed): ranks form a TP x DP grid (ParallelLayout); each DP rank takes its
+// slice of every global batch (sample iteration*gbs + dp_rank*gbs/DP + micro*mbs), gradients are averaged over
+// DP (one flat all-reduce per dtype), SP parameters' gradients summed over TP, and the clipping norm is the
+// global one; losses equal the single-process run's up to summation order. Rank 0 alone prepares the data
+// (others wait), writes TensorBoard, progress and checkpoints (TP 1 only) and generates the sample (TP 1 only).
 //
 // Resuming from a checkpoint restores parameters, optimizer state, iteration and RNG state; batches are a pure
 // function of the iteration, so a resumed run follows the uninterrupted run's loss trajectory exactly.
@@ -17,11 +23,18 @@
 #include "absl/status/statusor.h"
 #include "megatron/core/proto/recipe.pb.h"
 
+namespace megatron::distributed {
+class DistributedContext;
+}
+
 namespace megatron::training {
 
 struct PretrainOptions {
   std::string base_dir = ".";  // relative recipe paths are resolved against this
-  bool show_progress = true;
+  bool show_progress = true;  // on rank 0 only when distributed
+  // Multi-process run (CPU, Gloo): recipe.parallel gives TP (and SP); DP = world / TP. Every rank calls
+  // PretrainGpt with the same recipe. Null: single process (recipe.parallel must then be TP 1).
+  distributed::DistributedContext* distributed = nullptr;
 };
 
 struct PretrainResult {

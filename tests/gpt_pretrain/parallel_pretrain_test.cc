@@ -1,0 +1,178 @@
+// Multi-process GPT pretraining (Gloo on CPU) equals the single-process run: data parallelism (each rank its
+// slice of the global batch, gradients averaged), tensor parallelism (with and without sequence parallelism)
+// and both together give the same per-iteration train losses and final validation loss (up to summation
+// order), with gradient clipping active; bad layouts fail with an error naming the field.
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "megatron/core/distributed/multi_process_testing.h"
+#include "megatron/core/proto/recipe.pb.h"
+#include "megatron/core/training/pretrain_gpt.h"
+#include "megatron/core/training/recipe.h"
+
+namespace megatron::training {
+namespace {
+
+namespace fs = std::filesystem;
+using distributed::DistributedContext;
+using distributed::MultiProcessOptions;
+using distributed::RunMultiProcess;
+
+// A JSONL corpus of short "sentences" over a small vocabulary (deterministic), as in pretrain_test.cc.
+std::string MakeCorpus(const std::string& dir) {
+  static const char* kWords[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "park", "and",
+                                 "ate", "fish", "bird", "sang", "in", "tree", "sun", "was", "warm"};
+  fs::create_directories(dir);
+  const std::string path = dir + "/corpus.jsonl";
+  std::ofstream out(path);
+  std::mt19937 rng(5);
+  for (int doc = 0; doc < 400; ++doc) {
+    std::string text;
+    const int n = 8 + rng() % 30;
+    for (int i = 0; i < n; ++i) {
+      if (i) text += (rng() % 9 == 0) ? ". " : " ";
+      text += kWords[rng() % 20];
+    }
+    out << "{\"text\": \"" << text << ".\"}\n";
+  }
+  return path;
+}
+
+// Dropout off (the TP dropout streams differ from the single-process one), fp32, a clip that is active.
+proto::PretrainRecipe TinyRecipe(const std::string& dir) {
+  proto::PretrainRecipe r;
+  const std::string text = R"pb(
+    name: "tiny"
+    model { num_layers: 2 hidden_size: 32 num_attention_heads: 4 num_query_groups: 2 ffn_hidden_size: 64
+            max_position_embeddings: 32 hidden_dropout: 0 attention_dropout: 0 make_vocab_size_divisible_by: 8 }
+    data { format: "jsonl" tokenizer_vocab_size: 300 seq_length: 16 split: "90,10,0" }
+    training { micro_batch_size: 2 global_batch_size: 8 train_iters: 6 eval_interval: 3 eval_iters: 2
+               num_threads: 1 }
+    optimizer { lr: 1e-2 min_lr: 1e-3 lr_warmup_iters: 2 clip_grad: 0.3 }
+    sample { max_new_tokens: 0 }
+  )pb";
+  EXPECT_TRUE(ParseTextProto(text, "TinyRecipe", &r).ok());
+  r.mutable_data()->add_corpus(MakeCorpus(dir));
+  r.mutable_data()->set_tokenizer(dir + "/tokenizer.json");
+  r.mutable_data()->set_data_prefix(dir + "/corpus_text_document");
+  return r;
+}
+
+PretrainOptions Quiet() {
+  PretrainOptions o;
+  o.show_progress = false;
+  return o;
+}
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+MultiProcessOptions JobOptions() {
+  MultiProcessOptions o;
+  o.collective_timeout = absl::Seconds(30);
+  o.job_timeout = absl::Seconds(90);
+  return o;
+}
+
+void ExpectRelativelyClose(double actual, double expected, const std::string& what) {
+  EXPECT_LE(std::abs(actual - expected), 1e-5 * std::abs(expected)) << what << ": " << actual << " vs " << expected;
+}
+
+TEST(ParallelPretrain, DataAndTensorParallelRunsEqualTheSingleProcessRun) {
+  const std::string dir = FreshDir("parallel");
+  const proto::PretrainRecipe recipe = TinyRecipe(dir);
+  // The reference, in this process; it also prepares the data the ranks then share.
+  absl::StatusOr<PretrainResult> reference = PretrainGpt(recipe, Quiet());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_EQ(reference->train_losses.size(), 6u);
+  ASSERT_FALSE(reference->valid_losses.empty());
+
+  struct Case {
+    const char* name;
+    int world, tp;
+    bool sp;
+  };
+  for (const Case& c : {Case{"DP=2", 2, 1, false}, Case{"TP=2", 2, 2, false}, Case{"TP=2+SP", 2, 2, true},
+                        Case{"TP=2 x DP=2", 4, 2, false}}) {
+    SCOPED_TRACE(c.name);
+    const std::string name = c.name;
+    RunMultiProcess(
+        c.world,
+        [&](DistributedContext& ctx) {
+          proto::PretrainRecipe r = recipe;
+          r.mutable_parallel()->set_tensor_model_parallel_size(c.tp);
+          r.mutable_parallel()->set_sequence_parallel(c.sp);
+          PretrainOptions options = Quiet();
+          options.distributed = &ctx;
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_TRUE(run.ok()) << name << ": " << run.status();
+          ASSERT_EQ(run->train_losses.size(), reference->train_losses.size());
+          for (size_t i = 0; i < run->train_losses.size(); ++i) {
+            ExpectRelativelyClose(run->train_losses[i], reference->train_losses[i],
+                                  name + " train loss at iteration " + std::to_string(i + 1));
+          }
+          ASSERT_EQ(run->valid_losses.size(), reference->valid_losses.size());
+          EXPECT_EQ(run->valid_losses.back().first, reference->valid_losses.back().first);
+          ExpectRelativelyClose(run->valid_losses.back().second, reference->valid_losses.back().second,
+                                name + " final validation loss");
+          EXPECT_EQ(run->num_parameters, reference->num_parameters) << name;
+        },
+        JobOptions());
+  }
+}
+
+TEST(ParallelPretrain, BadLayoutsNameTheField) {
+  const std::string dir = FreshDir("parallel_errors");
+  const proto::PretrainRecipe recipe = TinyRecipe(dir);
+  {  // TP > 1 without processes.
+    proto::PretrainRecipe r = recipe;
+    r.mutable_parallel()->set_tensor_model_parallel_size(2);
+    absl::StatusOr<PretrainResult> run = PretrainGpt(r, Quiet());
+    ASSERT_FALSE(run.ok());
+    EXPECT_NE(run.status().message().find("parallel.tensor_model_parallel_size"), std::string::npos)
+        << run.status();
+  }
+  RunMultiProcess(
+      2,
+      [&](DistributedContext& ctx) {
+        PretrainOptions options = Quiet();
+        options.distributed = &ctx;
+        {  // TP=3 does not divide a world of 2.
+          proto::PretrainRecipe r = recipe;
+          r.mutable_parallel()->set_tensor_model_parallel_size(3);
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_FALSE(run.ok());
+          EXPECT_NE(run.status().message().find("parallel.tensor_model_parallel_size"), std::string::npos)
+              << run.status();
+        }
+        {  // DP=2 x micro-batch 2 does not divide a global batch of 6.
+          proto::PretrainRecipe r = recipe;
+          r.mutable_training()->set_global_batch_size(6);
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_FALSE(run.ok());
+          EXPECT_NE(run.status().message().find("training.global_batch_size"), std::string::npos) << run.status();
+        }
+        {  // Tensor-parallel checkpoints are not supported yet.
+          proto::PretrainRecipe r = recipe;
+          r.mutable_parallel()->set_tensor_model_parallel_size(2);
+          r.mutable_checkpoint()->set_save(dir + "/ckpt");
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_FALSE(run.ok());
+          EXPECT_NE(run.status().message().find("checkpoints of tensor-parallel runs are not supported yet"),
+                    std::string::npos)
+              << run.status();
+        }
+      },
+      JobOptions());
+}
+
+}  // namespace
+}  // namespace megatron::training
