@@ -13,38 +13,20 @@
 #include "megatron/core/proto/recipe.pb.h"
 #include "megatron/core/training/pretrain_gpt.h"
 #include "megatron/core/training/recipe.h"
+#include "tests/gpt_pretrain/tiny_corpus.h"
 
 namespace megatron::training {
 namespace {
+
+using testing::Quiet;
 
 namespace fs = std::filesystem;
 using distributed::DistributedContext;
 using distributed::MultiProcessOptions;
 using distributed::RunMultiProcess;
 
-// A JSONL corpus of short "sentences" over a small vocabulary (deterministic), as in pretrain_test.cc.
-std::string MakeCorpus(const std::string& dir) {
-  static const char* kWords[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "park", "and",
-                                 "ate", "fish", "bird", "sang", "in", "tree", "sun", "was", "warm"};
-  fs::create_directories(dir);
-  const std::string path = dir + "/corpus.jsonl";
-  std::ofstream out(path);
-  std::mt19937 rng(5);
-  for (int doc = 0; doc < 400; ++doc) {
-    std::string text;
-    const int n = 8 + rng() % 30;
-    for (int i = 0; i < n; ++i) {
-      if (i) text += (rng() % 9 == 0) ? ". " : " ";
-      text += kWords[rng() % 20];
-    }
-    out << "{\"text\": \"" << text << ".\"}\n";
-  }
-  return path;
-}
-
 // Dropout off (the TP dropout streams differ from the single-process one), fp32, a clip that is active.
 proto::PretrainRecipe TinyRecipe(const std::string& dir) {
-  proto::PretrainRecipe r;
   const std::string text = R"pb(
     name: "tiny"
     model { num_layers: 2 hidden_size: 32 num_attention_heads: 4 num_query_groups: 2 ffn_hidden_size: 64
@@ -55,17 +37,7 @@ proto::PretrainRecipe TinyRecipe(const std::string& dir) {
     optimizer { lr: 1e-2 min_lr: 1e-3 lr_warmup_iters: 2 clip_grad: 0.3 }
     sample { max_new_tokens: 0 }
   )pb";
-  EXPECT_TRUE(ParseTextProto(text, "TinyRecipe", &r).ok());
-  r.mutable_data()->add_corpus(MakeCorpus(dir));
-  r.mutable_data()->set_tokenizer(dir + "/tokenizer.json");
-  r.mutable_data()->set_data_prefix(dir + "/corpus_text_document");
-  return r;
-}
-
-PretrainOptions Quiet() {
-  PretrainOptions o;
-  o.show_progress = false;
-  return o;
+  return testing::RecipeOnTinyCorpus(dir, text);
 }
 
 std::string FreshDir(const std::string& name) {
