@@ -9,6 +9,8 @@
 #include <ATen/ops/randn.h>
 #include <gtest/gtest.h>
 
+#include "megatron/core/fusions/testing/all_close.h"
+
 #include <cmath>
 #include <cstdint>
 #include <sstream>
@@ -17,27 +19,10 @@
 
 namespace megatron::fusions::testing {
 
-struct Tolerance {
-  double rtol;
-  double atol;
-};
+// Tolerance, ToleranceFor, AllClose, AwkwardRows and DtypeName come from fusions/testing/all_close.h. For the
+// gradient (stored in the logits' dtype) the dtype tolerances hold because its large entries are O(1) (p - 1 at
+// the target) and the small ones cancel against eps / K.
 
-// Gradients are stored in the logits' dtype; rtol by dtype (STYLE.md): float32 1e-5, bfloat16 2e-2 (8-bit
-// mantissa: one rounding is up to 2^-8 relative, two independent roundings may land an ulp apart), float16 5e-3.
-// atol equals rtol: the gradient's large entries are O(1) (p - 1 at the target) and the small ones cancel
-// against eps / K.
-inline Tolerance ToleranceFor(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kBFloat16:
-      return {2e-2, 2e-2};
-    case at::kHalf:
-      return {5e-3, 5e-3};
-    case at::kDouble:
-      return {1e-12, 1e-12};
-    default:
-      return {1e-5, 1e-5};
-  }
-}
 
 // loss and lse are float32 sums over up to 50K exponentials: float32 rounding of the running sums (relative
 // ~log2(V) * 2^-24) plus the ~2 ulp of the kernel's exp, on values of size lse ~ log(V) + max |x| ~ 20. 1e-5
@@ -45,36 +30,10 @@ inline Tolerance ToleranceFor(at::ScalarType dtype) {
 // (e.g. treating 47 padding columns of 50304 as valid shifts lse by ~1e-3).
 inline Tolerance StatsTolerance() { return {1e-5, 1e-4}; }
 
-// Every element: |actual - expected| <= atol + rtol * |expected|, and actual finite. Reports the count and the
-// first few offenders with their flat index.
-inline ::testing::AssertionResult AllClose(const at::Tensor& actual, const at::Tensor& expected, Tolerance tol) {
-  if (actual.sizes() != expected.sizes()) {
-    std::ostringstream os;
-    os << "shape " << actual.sizes() << " != expected " << expected.sizes();
-    return ::testing::AssertionFailure() << os.str();
-  }
-  const at::Tensor a = actual.detach().to(at::kCPU).to(at::kDouble).contiguous();
-  const at::Tensor e = expected.detach().to(at::kCPU).to(at::kDouble).contiguous();
-  const double* ap = a.data_ptr<double>();
-  const double* ep = e.data_ptr<double>();
-  int64_t bad = 0;
-  std::ostringstream first;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double diff = std::abs(ap[i] - ep[i]);
-    if (!std::isfinite(ap[i]) || !std::isfinite(ep[i]) || !(diff <= tol.atol + tol.rtol * std::abs(ep[i]))) {
-      if (bad < 5) first << "\n  [" << i << "] got " << ap[i] << " expected " << ep[i] << " (diff " << diff << ")";
-      ++bad;
-    }
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << bad << " of " << a.numel() << " elements outside atol " << tol.atol
-                                       << " + rtol " << tol.rtol << " * |expected|:" << first.str();
-}
 
 // Vocabulary sizes: 1, a prime, 16-byte pack alignment +/- 1 around 128, not a power of two, GPT-2's 50257 (odd:
 // the scalar path) and its Megatron-padded 50304 (a multiple of 128).
 inline std::vector<int64_t> AwkwardVocabs() { return {1, 7, 128, 129, 1000, 50257, 50304}; }
-inline std::vector<int64_t> AwkwardRows() { return {1, 3, 257}; }
 
 // The valid-vocabulary sizes to test for V: all of it, and (V > 1) a padded vocabulary: 50257 inside 50304 as in
 // Megatron's GPT-2, otherwise a few columns short, including a K that is not a multiple of the 16-byte pack.
@@ -105,6 +64,5 @@ inline at::Tensor RandomGradLoss(int64_t n, uint64_t seed) {
   return at::randn({n}, gen, at::TensorOptions().dtype(at::kFloat));
 }
 
-inline std::string DtypeName(at::ScalarType t) { return std::string(c10::toString(t)); }
 
 }  // namespace megatron::fusions::testing
