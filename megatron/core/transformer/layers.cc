@@ -58,8 +58,19 @@ class SdpaAttention : public CoreAttention {
   explicit SdpaAttention(double scale) : scale_(scale) {}
 
   at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
-                     double dropout_p) const override {
+                     double dropout_p, const at::Tensor& attention_mask) const override {
     const int64_t sq = q.size(2), sk = k.size(2);
+    if (mask == AttnMask::kPadding) {
+      TORCH_CHECK(attention_mask.defined() && attention_mask.scalar_type() == at::kBool,
+                  "CoreAttention: a padding mask needs a boolean attention_mask (true = masked out)");
+      // SDPA's boolean mask means "may attend"; fully masked rows would give NaN, so they attend to nothing
+      // by zeroing their output afterwards.
+      const at::Tensor allowed = attention_mask.logical_not();
+      const at::Tensor any_allowed = allowed.any(-1, /*keepdim=*/true);  // [.., sq, 1]
+      const at::Tensor safe = allowed.logical_or(any_allowed.logical_not());
+      at::Tensor out = at::scaled_dot_product_attention(q, k, v, safe, dropout_p, /*is_causal=*/false, scale_);
+      return out * any_allowed.to(out.scalar_type());
+    }
     TORCH_CHECK(sk >= sq, "CoreAttention: ", sk, " keys for ", sq, " queries");
     if (mask == AttnMask::kNone || sq == 1) {
       return at::scaled_dot_product_attention(q, k, v, {}, dropout_p, /*is_causal=*/false, scale_);
@@ -92,6 +103,7 @@ class Local : public BackendProvider {
       case Activation::kGelu: return at::gelu(x);
       case Activation::kGeluTanh: return at::gelu(x, "tanh");
       case Activation::kRelu: return at::relu(x);
+      case Activation::kQuickGelu: return x * at::sigmoid(x * 1.702);
       case Activation::kSwiGLU: {
         auto halves = x.chunk(2, -1);
         return at::silu(halves[0]) * halves[1];

@@ -66,16 +66,16 @@ class RMSNorm : public Norm {
   at::Tensor weight_;  // [hidden]
 };
 
-enum class AttnMask { kCausal, kNone };
-
-// softmax(q k^T * scale [+ causal mask]) v with dropout on the probabilities. No parameters.
+// softmax(q k^T * scale [+ mask]) v with dropout on the probabilities. No parameters.
 // q [b, np, sq, hn], k/v [b, np, sk, hn] (query groups already expanded). With sk > sq the queries are the last
 // sq positions (decoding with a KV cache) and the causal mask is offset accordingly.
+// kPadding: `attention_mask` is boolean, broadcastable to [b, np, sq, sk], true where a score is masked out
+// (Megatron's convention); a row masked everywhere gives zeros, not NaN.
 class CoreAttention {
  public:
   virtual ~CoreAttention() = default;
   virtual at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
-                             double dropout_p) const = 0;
+                             double dropout_p, const at::Tensor& attention_mask = {}) const = 0;
 };
 
 class BackendProvider {

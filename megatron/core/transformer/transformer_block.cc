@@ -17,9 +17,11 @@ TransformerLayer::TransformerLayer(const TransformerConfig& config, std::shared_
   mlp_ = RegisterModule("mlp", std::make_unique<MLP>(config, backend, parallel));
 }
 
-at::Tensor TransformerLayer::Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const {
+at::Tensor TransformerLayer::Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
+                                     const at::Tensor& attention_mask) const {
   const double p = config_.hidden_dropout;
-  at::Tensor h = x + at::dropout(self_attention_->Forward(input_layernorm_->Forward(x), rotary_freqs, cache), p,
+  at::Tensor h = x + at::dropout(self_attention_->Forward(input_layernorm_->Forward(x), rotary_freqs, cache,
+                                                                         attention_mask), p,
                                  training());
   return h + at::dropout(mlp_->Forward(pre_mlp_layernorm_->Forward(h)), p, training());
 }
@@ -36,13 +38,16 @@ TransformerBlock::LayerList::LayerList(const TransformerConfig& config,
 TransformerBlock::TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
                                    const ModelParallel& parallel) {
   layers_ = RegisterModule("layers", std::make_unique<LayerList>(config, backend, parallel));
-  final_layernorm_ = RegisterModule("final_layernorm", backend->MakeNorm(config, config.hidden_size));
+  if (config.final_layernorm) {
+    final_layernorm_ = RegisterModule("final_layernorm", backend->MakeNorm(config, config.hidden_size));
+  }
 }
 
-at::Tensor TransformerBlock::Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const {
+at::Tensor TransformerBlock::Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
+                                     const at::Tensor& attention_mask) const {
   at::Tensor h = x;
-  for (const TransformerLayer* layer : layers_->layers) h = layer->Forward(h, rotary_freqs, cache);
-  return final_layernorm_->Forward(h);
+  for (const TransformerLayer* layer : layers_->layers) h = layer->Forward(h, rotary_freqs, cache, attention_mask);
+  return final_layernorm_ != nullptr ? final_layernorm_->Forward(h) : h;
 }
 
 }  // namespace megatron::transformer

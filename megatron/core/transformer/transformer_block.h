@@ -21,7 +21,9 @@ class TransformerLayer : public MegatronModule {
  public:
   TransformerLayer(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
                    int layer_index, const ModelParallel& parallel = {});
-  at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const;
+  // attention_mask: see SelfAttention::Forward (only for config.attn_mask_type == kPadding).
+  at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
+                     const at::Tensor& attention_mask = {}) const;
 
  private:
   TransformerConfig config_;
@@ -35,7 +37,9 @@ class TransformerBlock : public MegatronModule {
  public:
   TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
                    const ModelParallel& parallel = {});
-  at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache) const;
+  // attention_mask: see SelfAttention::Forward (only for config.attn_mask_type == kPadding).
+  at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
+                     const at::Tensor& attention_mask = {}) const;
 
  private:
   class LayerList : public MegatronModule {
@@ -45,7 +49,7 @@ class TransformerBlock : public MegatronModule {
     std::vector<TransformerLayer*> layers;
   };
   LayerList* layers_;
-  Norm* final_layernorm_;
+  Norm* final_layernorm_ = nullptr;  // absent when !config.final_layernorm
 };
 
 }  // namespace megatron::transformer

@@ -99,6 +99,7 @@ absl::Status FromProto(const proto::ModelConfig& m, int tokenizer_vocab_size, Tr
     case proto::GELU_TANH: c.activation = Activation::kGeluTanh; break;
     case proto::SWIGLU: c.activation = Activation::kSwiGLU; break;
     case proto::RELU: c.activation = Activation::kRelu; break;
+    case proto::QUICK_GELU: c.activation = Activation::kQuickGelu; break;
   }
   switch (m.position_embedding_type()) {
     case proto::LEARNED_ABSOLUTE: c.position_embedding_type = PositionEmbedding::kLearnedAbsolute; break;

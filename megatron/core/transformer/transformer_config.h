@@ -17,7 +17,10 @@ class ModelConfig;
 namespace megatron::transformer {
 
 enum class Normalization { kLayerNorm, kRMSNorm };
-enum class Activation { kGelu, kGeluTanh, kSwiGLU, kRelu };
+enum class Activation { kGelu, kGeluTanh, kSwiGLU, kRelu, kQuickGelu };  // quick GeLU: x * sigmoid(1.702 x) (CLIP)
+// Self-attention masking (Megatron's AttnMaskType): causal (GPT), padding (an explicit boolean mask, true =
+// masked out, as Megatron's attention_mask; BERT/T5 encoders), none (vision encoders).
+enum class AttnMask { kCausal, kNone, kPadding };
 enum class PositionEmbedding { kLearnedAbsolute, kRope, kNone };
 // Which implementation builds each role of a layer (Megatron's BackendSpecProvider): kLocal = plain ATen,
 // kFused = our CUDA kernels where one exists for the role, ATen otherwise.
@@ -45,6 +48,8 @@ struct TransformerConfig {
   int max_position_embeddings = 1024;
   int vocab_size = 0;  // the padded size the embedding and output layer are built with
   Backend backend = Backend::kLocal;
+  AttnMask attn_mask_type = AttnMask::kCausal;
+  bool final_layernorm = true;  // TransformerBlock ends with final_layernorm (Megatron's post_layer_norm)
 
   bool gated_linear_unit() const { return activation == Activation::kSwiGLU; }
   int query_projection_size() const { return kv_channels * num_attention_heads; }
