@@ -73,9 +73,14 @@ at::Tensor GPTModel::ForwardToLogits(const at::Tensor& input_ids, const at::Tens
   if (!positions.defined()) {
     positions = at::arange(offset, offset + s, input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({b, s});
   }
-  at::Tensor h = embedding_->Forward(input_ids, positions);
+  return HiddenToLogits(embedding_->Forward(input_ids, positions), cache);
+}
+
+at::Tensor GPTModel::HiddenToLogits(at::Tensor h, transformer::KVCache* cache) const {
+  const int64_t s = h.size(0);
+  const int64_t offset = cache != nullptr ? cache->seq_len : 0;
   at::Tensor freqs;
-  if (rotary_pos_emb_) freqs = rotary_pos_emb_->Forward(s, offset, input_ids.device());
+  if (rotary_pos_emb_) freqs = rotary_pos_emb_->Forward(s, offset, h.device());
   h = decoder_->Forward(h, freqs, cache);
   if (cache != nullptr) cache->seq_len += s;
   if (parallel_.enabled()) {
@@ -114,16 +119,43 @@ at::Tensor GPTModel::Loss(const at::Tensor& input_ids, const at::Tensor& positio
                           const at::Tensor& labels) const {
   TORCH_CHECK(labels.sizes() == input_ids.sizes(), "GPTModel: labels ", labels.sizes(), " must match input_ids ",
               input_ids.sizes());
-  if (parallel_.enabled()) {
-    at::Tensor logits = ForwardToLogits(input_ids, position_ids, nullptr);  // [s, b, V/tp]
-    at::Tensor loss = tensor_parallel::VocabParallelCrossEntropy(logits, labels.transpose(0, 1), parallel_.tp);
-    return loss.transpose(0, 1);  // [b, s]
-  }
-  at::Tensor logits = ForwardToLogits(input_ids, position_ids, nullptr);  // [s, b, V], compute dtype
+  return LossFromLogits(ForwardToLogits(input_ids, position_ids, nullptr), labels);
+}
+
+at::Tensor GPTModel::LossFromLogits(const at::Tensor& logits, const at::Tensor& labels) const {
   const int64_t s = logits.size(0), b = logits.size(1);
+  TORCH_CHECK(labels.dim() == 2 && labels.size(0) == b && labels.size(1) == s, "GPTModel: labels ", labels.sizes(),
+              " must be [b, s] = [", b, ", ", s, "]");
+  if (parallel_.enabled()) {
+    return tensor_parallel::VocabParallelCrossEntropy(logits, labels.transpose(0, 1), parallel_.tp).transpose(0, 1);
+  }
   at::Tensor loss = backend_->CrossEntropy(logits.reshape({s * b, config_.vocab_size}),
                                            labels.transpose(0, 1).reshape({s * b}));
   return loss.view({s, b}).transpose(0, 1);  // [b, s]
+}
+
+at::Tensor GPTModel::Embed(const at::Tensor& input_ids, const at::Tensor& position_ids) const {
+  TORCH_CHECK(!parallel_.enabled(), "GPTModel::Embed: the decoder_input path has no tensor parallelism yet");
+  TORCH_CHECK(input_ids.dim() == 2, "GPTModel: input_ids must be [b, s], got ", input_ids.sizes());
+  at::Tensor positions = position_ids;
+  if (!positions.defined()) {
+    positions = at::arange(input_ids.size(1), input_ids.options().dtype(at::kLong)).unsqueeze(0).expand_as(input_ids);
+  }
+  return embedding_->Forward(input_ids, positions);
+}
+
+at::Tensor GPTModel::LogitsFromEmbeddings(const at::Tensor& decoder_input, transformer::KVCache* cache) const {
+  TORCH_CHECK(!parallel_.enabled(), "GPTModel: the decoder_input path has no tensor parallelism yet");
+  TORCH_CHECK(decoder_input.dim() == 3 && decoder_input.size(2) == config_.hidden_size,
+              "GPTModel: decoder_input must be [s, b, ", config_.hidden_size, "], got ", decoder_input.sizes());
+  return HiddenToLogits(decoder_input, cache).transpose(0, 1);
+}
+
+at::Tensor GPTModel::LossFromEmbeddings(const at::Tensor& decoder_input, const at::Tensor& labels) const {
+  TORCH_CHECK(!parallel_.enabled(), "GPTModel: the decoder_input path has no tensor parallelism yet");
+  TORCH_CHECK(decoder_input.dim() == 3 && decoder_input.size(2) == config_.hidden_size,
+              "GPTModel: decoder_input must be [s, b, ", config_.hidden_size, "], got ", decoder_input.sizes());
+  return LossFromLogits(HiddenToLogits(decoder_input, nullptr), labels);
 }
 
 }  // namespace megatron::models

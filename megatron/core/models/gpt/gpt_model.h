@@ -49,6 +49,15 @@ class GPTModel : public transformer::MegatronModule {
   // Per-token loss [b, s] in fp32.
   at::Tensor Loss(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& labels) const;
 
+  // The decoder_input path (Megatron's GPTModel.forward(decoder_input=...)) for models that build the input
+  // sequence themselves (LLaVA splices image embeddings between text embeddings):
+  //   Embed: input_ids, position_ids [b, s] -> [s, b, h] (word + learned positions, embedding dropout).
+  //   LogitsFromEmbeddings / LossFromEmbeddings: decoder_input [s, b, h] -> [b, s, V] / [b, s] fp32; RoPE
+  //   positions are 0..s-1 (+ the cache offset) over the given sequence. Without tensor parallelism only.
+  at::Tensor Embed(const at::Tensor& input_ids, const at::Tensor& position_ids) const;
+  at::Tensor LogitsFromEmbeddings(const at::Tensor& decoder_input, transformer::KVCache* cache = nullptr) const;
+  at::Tensor LossFromEmbeddings(const at::Tensor& decoder_input, const at::Tensor& labels) const;
+
   const transformer::TransformerConfig& config() const { return config_; }
   const transformer::ModelParallel& parallel() const { return parallel_; }
 
@@ -63,6 +72,10 @@ class GPTModel : public transformer::MegatronModule {
   // Decoder output projected to the vocabulary: [s, b, V] ([s, b, V/tp] under tensor parallelism).
   at::Tensor ForwardToLogits(const at::Tensor& input_ids, const at::Tensor& position_ids,
                              transformer::KVCache* cache) const;
+  // Decoder and output layer from the embedding output h [s, b, h].
+  at::Tensor HiddenToLogits(at::Tensor h, transformer::KVCache* cache) const;
+  // Per-token loss [b, s] of logits [s, b, V(/tp)] against labels [b, s].
+  at::Tensor LossFromLogits(const at::Tensor& logits, const at::Tensor& labels) const;
 
   transformer::TransformerConfig config_;
   std::shared_ptr<const transformer::BackendProvider> backend_;  // also computes the loss (fused CE)
