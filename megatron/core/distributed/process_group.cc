@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "megatron/core/distributed/nccl_hook.h"
 
 namespace megatron::distributed {
 namespace {
@@ -67,7 +68,17 @@ std::string GroupLabel(const std::string& name, const std::vector<int>& ranks) {
   return absl::StrCat(name, "[", absl::StrJoin(ranks, ","), "]");
 }
 
+NcclFactory g_nccl_factory = nullptr;
+
 }  // namespace
+
+void RegisterNcclFactory(NcclFactory factory) { g_nccl_factory = factory; }
+bool NcclAvailable() { return g_nccl_factory != nullptr; }
+c10::intrusive_ptr<c10d::Backend> MakeNcclBackend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                                  std::chrono::milliseconds timeout) {
+  TORCH_CHECK(g_nccl_factory != nullptr, "NCCL is not linked into this binary (//megatron/core/distributed:nccl)");
+  return g_nccl_factory(store, rank, size, timeout);
+}
 
 const char* ReduceOpName(ReduceOp op) {
   switch (op) {
@@ -89,7 +100,13 @@ struct Group::Impl {
   int global_rank = 0;
   int group_rank = 0;
   absl::Duration timeout;
-  c10::intrusive_ptr<c10d::Backend> backend;
+  c10::intrusive_ptr<c10d::Backend> backend;       // Gloo: CPU tensors (and barriers)
+  c10::intrusive_ptr<c10d::Backend> cuda_backend;  // NCCL: CUDA tensors (Backend::kNccl only)
+
+  // torch's "cpu:gloo,cuda:nccl": the tensor's device picks the backend.
+  const c10::intrusive_ptr<c10d::Backend>& For(const at::Tensor& t) const {
+    return t.is_cuda() && cuda_backend ? cuda_backend : backend;
+  }
 
   std::string Prefix(const char* collective) const {
     return absl::StrCat("rank ", global_rank, ": ", collective, " on group ", label);
@@ -156,7 +173,7 @@ absl::Status Group::AllReduce(at::Tensor& tensor, ReduceOp op) {
       break;
   }
   std::vector<at::Tensor> tensors{tensor};
-  absl::Status status = impl_->Run("all_reduce", [&] { return impl_->backend->allreduce(tensors, opts); });
+  absl::Status status = impl_->Run("all_reduce", [&] { return impl_->For(tensor)->allreduce(tensors, opts); });
   if (status.ok() && op == ReduceOp::kAvg) tensor.div_(size());
   return status;
 }
@@ -168,7 +185,8 @@ absl::StatusOr<std::vector<at::Tensor>> Group::AllGather(const at::Tensor& input
   std::vector<at::Tensor> inputs{input};
   c10d::AllgatherOptions opts;
   opts.timeout = ToChrono(impl_->timeout);
-  absl::Status status = impl_->Run("all_gather", [&] { return impl_->backend->allgather(outputs, inputs, opts); });
+  absl::Status status =
+      impl_->Run("all_gather", [&] { return impl_->For(input)->allgather(outputs, inputs, opts); });
   if (!status.ok()) return status;
   return std::move(outputs[0]);
 }
@@ -185,6 +203,21 @@ absl::StatusOr<at::Tensor> Group::ReduceScatter(const at::Tensor& input, ReduceO
     return absl::InvalidArgumentError(absl::StrCat(impl_->Prefix("reduce_scatter"),
                                                    ": input.size(0)=", input.dim() == 0 ? 0 : input.size(0),
                                                    " is not divisible by the group size ", size()));
+  }
+  if (input.is_cuda() && impl_->cuda_backend) {  // NCCL: a real reduce-scatter (half the traffic of all-reduce)
+    const int64_t chunk = input.size(0) / size();
+    at::Tensor output = at::empty_like(input.narrow(0, 0, chunk));
+    at::Tensor in = input;
+    c10d::ReduceScatterOptions opts;
+    opts.timeout = ToChrono(impl_->timeout);
+    opts.reduceOp = op == ReduceOp::kMax ? c10d::ReduceOp::MAX
+                    : op == ReduceOp::kMin ? c10d::ReduceOp::MIN
+                                           : c10d::ReduceOp::SUM;
+    absl::Status status = impl_->Run(
+        "reduce_scatter", [&] { return impl_->cuda_backend->_reduce_scatter_base(output, in, opts); });
+    if (!status.ok()) return status;
+    if (op == ReduceOp::kAvg) output.div_(size());
+    return output;
   }
   // Gloo's reduce_scatter is not implemented for every dtype/version; an all-reduce and a slice gives the
   // same result with twice the traffic, which is fine for the CPU backend used for tests and debugging.
@@ -208,7 +241,7 @@ absl::Status Group::Broadcast(at::Tensor& tensor, int root) {
   opts.rootTensor = 0;
   opts.timeout = ToChrono(impl_->timeout);
   std::vector<at::Tensor> tensors{tensor};
-  return impl_->Run("broadcast", [&] { return impl_->backend->broadcast(tensors, opts); });
+  return impl_->Run("broadcast", [&] { return impl_->For(tensor)->broadcast(tensors, opts); });
 }
 
 absl::Status Group::Send(const at::Tensor& tensor, int dst, int tag) {
@@ -216,7 +249,7 @@ absl::Status Group::Send(const at::Tensor& tensor, int dst, int tag) {
   if (absl::Status s = impl_->CheckPeer("send", "dst", dst); !s.ok()) return s;
   if (dst == rank()) return absl::InvalidArgumentError(impl_->Prefix("send") + ": dst is this rank");
   std::vector<at::Tensor> tensors{tensor};
-  return impl_->Run("send", [&] { return impl_->backend->send(tensors, dst, tag); });
+  return impl_->Run("send", [&] { return impl_->For(tensor)->send(tensors, dst, tag); });
 }
 
 absl::Status Group::Recv(at::Tensor& tensor, int src, int tag) {
@@ -224,7 +257,7 @@ absl::Status Group::Recv(at::Tensor& tensor, int src, int tag) {
   if (absl::Status s = impl_->CheckPeer("recv", "src", src); !s.ok()) return s;
   if (src == rank()) return absl::InvalidArgumentError(impl_->Prefix("recv") + ": src is this rank");
   std::vector<at::Tensor> tensors{tensor};
-  return impl_->Run("recv", [&] { return impl_->backend->recv(tensors, src, tag); });
+  return impl_->Run("recv", [&] { return impl_->For(tensor)->recv(tensors, src, tag); });
 }
 
 absl::Status Group::Barrier() {
@@ -247,6 +280,16 @@ struct DistributedContext::Impl {
     options->devices.push_back(MakeGlooDevice(env.master_addr));
     auto group_store = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
     return c10::make_intrusive<c10d::ProcessGroupGloo>(group_store, group_rank, group_size, options);
+  }
+
+  // Fills group->backend (Gloo) and, for kNccl, group->cuda_backend. Throws on failure (caller converts).
+  void MakeBackends(const std::string& prefix, Group::Impl& group) {
+    const int size = static_cast<int>(group.ranks.size());
+    group.backend = MakeGloo(prefix, group.group_rank, size);
+    if (backend == Backend::kNccl) {
+      group.cuda_backend = MakeNcclBackend(c10::make_intrusive<c10d::PrefixStore>(prefix + "/nccl", store),
+                                           group.group_rank, size, ToChrono(timeout));
+    }
   }
 };
 
@@ -288,8 +331,7 @@ absl::StatusOr<std::shared_ptr<Group>> DistributedContext::NewGroup(const std::v
   group->group_rank = group_rank;
   group->timeout = impl_->timeout;
   try {
-    group->backend =
-        impl_->MakeGloo(absl::StrCat("group", index, "/", name), group_rank, static_cast<int>(ranks.size()));
+    impl_->MakeBackends(absl::StrCat("group", index, "/", name), *group);
   } catch (...) {
     const std::string message = FirstLine(ExceptionMessage(std::current_exception()));
     return absl::UnavailableError(absl::StrCat(where, " failed within ", absl::FormatDuration(impl_->timeout),
@@ -300,8 +342,10 @@ absl::StatusOr<std::shared_ptr<Group>> DistributedContext::NewGroup(const std::v
 
 absl::StatusOr<std::shared_ptr<DistributedContext>> InitDistributed(const LaunchEnv& env, Backend backend,
                                                                     absl::Duration timeout) {
-  if (backend == Backend::kNccl) {
-    return absl::UnimplementedError("backend NCCL is not implemented yet; use Backend::kGloo");
+  if (backend == Backend::kNccl && !NcclAvailable()) {
+    return absl::UnimplementedError(
+        "backend NCCL is not linked into this binary: build with --config=cuda and depend on "
+        "//megatron/core/distributed:nccl (or use Backend::kGloo)");
   }
   if (timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat("timeout=", absl::FormatDuration(timeout), " must be positive"));
@@ -346,10 +390,10 @@ absl::StatusOr<std::shared_ptr<DistributedContext>> InitDistributed(const Launch
   world->group_rank = env.rank;
   world->timeout = timeout;
   try {
-    world->backend = impl->MakeGloo("world", env.rank, env.world_size);
+    impl->MakeBackends("world", *world);
   } catch (...) {
     const std::string message = FirstLine(ExceptionMessage(std::current_exception()));
-    return absl::UnavailableError(absl::StrCat(where, ": creating the Gloo world group failed: ", message));
+    return absl::UnavailableError(absl::StrCat(where, ": creating the world group failed: ", message));
   }
   impl->world = std::make_unique<Group>(std::move(world));
   // Nobody leaves until everyone has connected: rank 0 serves the store and must outlive the others' reads.

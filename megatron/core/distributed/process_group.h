@@ -22,7 +22,10 @@
 // InitDistributed sets SIGPIPE to SIG_IGN if it has its default action: Gloo may write to the socket of a
 // peer that died, and the default action would kill this rank instead of failing the collective.
 //
-// Backend::kNccl is not implemented yet (Unimplemented on every build). c10d headers stay in the .cc.
+// Backend::kNccl ("cpu:gloo,cuda:nccl" in torch terms): every group also gets an NCCL communicator and the
+// tensor's device picks the backend (CUDA tensors: NCCL; CPU tensors and barriers: Gloo). It needs
+// //megatron/core/distributed:nccl linked in (--config=cuda); otherwise InitDistributed says so. Each rank
+// selects its GPU (local_rank) before its first CUDA collective. c10d headers stay in the .cc.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -101,7 +104,8 @@ class DistributedContext {
 };
 
 // Collective over all ranks of `env`. Returns DeadlineExceeded if not every rank arrives within `timeout`,
-// Unimplemented for kNccl, InvalidArgument for a non-positive timeout.
+// Unimplemented for kNccl when //megatron/core/distributed:nccl is not linked, InvalidArgument for a
+// non-positive timeout.
 absl::StatusOr<std::shared_ptr<DistributedContext>> InitDistributed(const LaunchEnv& env, Backend backend,
                                                                     absl::Duration timeout);
 

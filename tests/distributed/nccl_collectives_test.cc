@@ -1,0 +1,99 @@
+// NCCL process groups on real GPUs (tags: cuda, multi_gpu; run on the GPU machine with >= 2 GPUs): every
+// collective on CUDA tensors against the value computed by hand, CPU tensors of the same context still going
+// through Gloo, and subgroups.
+#include <c10/cuda/CUDAFunctions.h>
+#include <gtest/gtest.h>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+
+#include "megatron/core/distributed/multi_process_testing.h"
+#include "megatron/core/distributed/process_group.h"
+
+namespace megatron::distributed {
+namespace {
+
+constexpr int kWorld = 2;
+
+void WithNccl(const std::function<void(DistributedContext&, const at::Device&)>& body) {
+  RunMultiProcessWithEnv(kWorld, [&](int rank, int world) {
+    absl::StatusOr<LaunchEnv> env = LaunchEnv::FromEnvironment();
+    ASSERT_TRUE(env.ok()) << env.status();
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(env->local_rank));
+    auto ctx = InitDistributed(*env, Backend::kNccl, absl::Seconds(60));
+    ASSERT_TRUE(ctx.ok()) << ctx.status();
+    body(**ctx, at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env->local_rank)));
+    (void)world;
+  }, MultiProcessOptions{absl::Seconds(60), absl::Seconds(180), true});
+}
+
+class NcclTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Counting devices in the parent would initialise CUDA before the fork; the environment tells us instead.
+    const char* visible = std::getenv("MEGATRON_TEST_NUM_GPUS");
+    if (visible == nullptr || std::atoi(visible) < kWorld) {
+      GTEST_SKIP() << "needs " << kWorld << " GPUs: set MEGATRON_TEST_NUM_GPUS (the device scripts do)";
+    }
+  }
+};
+
+TEST_F(NcclTest, CollectivesOnCudaTensors) {
+  WithNccl([](DistributedContext& ctx, const at::Device& device) {
+    const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+    const int r = ctx.rank();
+    at::Tensor t = at::full({1000}, r + 1.0, opts);
+    ASSERT_TRUE(ctx.world().AllReduce(t).ok());
+    EXPECT_EQ(t.min().item<float>(), 3.0f);
+    EXPECT_EQ(t.max().item<float>(), 3.0f);
+    at::Tensor avg = at::full({7}, r * 2.0, opts);
+    ASSERT_TRUE(ctx.world().AllReduce(avg, ReduceOp::kAvg).ok());
+    EXPECT_EQ(avg[3].item<float>(), 1.0f);
+
+    auto gathered = ctx.world().AllGatherConcat(at::full({2, 3}, static_cast<double>(r), opts));
+    ASSERT_TRUE(gathered.ok()) << gathered.status();
+    EXPECT_EQ(gathered->size(0), 4);
+    EXPECT_EQ((*gathered)[3][0].item<float>(), 1.0f);
+
+    // Rank r contributes arange(4) + r; chunk k of the sum is 2 * arange(4)[k] + 1.
+    auto scattered = ctx.world().ReduceScatter(at::arange(4, opts) + r);
+    ASSERT_TRUE(scattered.ok()) << scattered.status();
+    EXPECT_EQ(scattered->numel(), 2);
+    EXPECT_EQ((*scattered)[0].item<float>(), 2.0f * (2 * r) + 1.0f);
+
+    at::Tensor b = r == 1 ? at::full({5}, 42.0, opts) : at::zeros({5}, opts);
+    ASSERT_TRUE(ctx.world().Broadcast(b, 1).ok());
+    EXPECT_EQ(b[4].item<float>(), 42.0f);
+
+    at::Tensor msg = r == 0 ? at::arange(6, opts) : at::zeros({6}, opts);
+    if (r == 0) ASSERT_TRUE(ctx.world().Send(msg, 1).ok());
+    else ASSERT_TRUE(ctx.world().Recv(msg, 0).ok());
+    EXPECT_EQ(msg[5].item<float>(), 5.0f);
+
+    // CPU tensors in the same context still go through Gloo.
+    at::Tensor cpu = at::full({3}, r + 1.0, at::kDouble);
+    ASSERT_TRUE(ctx.world().AllReduce(cpu).ok());
+    EXPECT_EQ(cpu[0].item<double>(), 3.0);
+    ASSERT_TRUE(ctx.world().Barrier().ok());
+  });
+}
+
+TEST_F(NcclTest, Subgroups) {
+  WithNccl([](DistributedContext& ctx, const at::Device& device) {
+    auto solo = ctx.NewGroup({ctx.rank()}, "solo0");  // every rank calls NewGroup in the same order
+    ASSERT_TRUE(solo.ok()) << solo.status();
+    auto other = ctx.NewGroup({1 - ctx.rank()}, "solo1");
+    ASSERT_TRUE(other.ok()) << other.status();
+    auto pair = ctx.NewGroup({1, 0}, "pair");
+    ASSERT_TRUE(pair.ok()) << pair.status();
+    at::Tensor t = at::full({4}, ctx.rank() == 1 ? 10.0 : 1.0, at::TensorOptions().device(device));
+    ASSERT_TRUE((*pair)->AllReduce(t).ok());
+    EXPECT_EQ(t[0].item<float>(), 11.0f);
+    EXPECT_EQ((*pair)->rank(), 1 - ctx.rank());
+  });
+}
+
+}  // namespace
+}  // namespace megatron::distributed
