@@ -29,6 +29,13 @@ absl::StatusOr<std::vector<PipelineOp>> SchedulePlan(int pp, int pp_rank, int vp
   if (num_microbatches < 1) {
     return absl::InvalidArgumentError(absl::StrCat("number of micro-batches: ", num_microbatches, " must be >= 1"));
   }
+  if (forward_only) {
+    std::vector<PipelineOp> ops;
+    for (int m = 0; m < num_microbatches; ++m) {
+      for (int v = 0; v < vp; ++v) ops.push_back(PipelineOp{PipelineOp::Kind::kForward, v, m});
+    }
+    return ops;
+  }
   if (vp > 1 && num_microbatches % pp != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "number of micro-batches (", num_microbatches, " = global_batch_size / (micro_batch_size x DP)) must be a "
@@ -48,10 +55,6 @@ absl::StatusOr<std::vector<PipelineOp>> SchedulePlan(int pp, int pp_rank, int vp
     return op;
   };
   std::vector<PipelineOp> ops;
-  if (forward_only) {
-    for (int k = 0; k < total; ++k) ops.push_back(forward(k));
-    return ops;
-  }
   const int warmup = NumWarmupForwards(pp, pp_rank, vp, num_microbatches);
   for (int k = 0; k < warmup; ++k) ops.push_back(forward(k));
   for (int k = 0; k < total - warmup; ++k) {

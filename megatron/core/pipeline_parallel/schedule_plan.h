@@ -11,7 +11,8 @@
 // backwards visit the chunks in reverse. Warm-up = min((PP − r − 1)·2 + (VP − 1)·G, M·VP), and every forward is
 // warm-up when M == PP (Megatron's all_warmup_microbatches). M must be a multiple of PP (Megatron's requirement
 // before its schedule table allowed M mod G >= PP).
-// forward_only (evaluation): the forwards alone, in the same order.
+// forward_only (evaluation): the forwards alone, micro-batch by micro-batch, each through the chunks in order
+// (no backward waits for them, so no grouping is needed and any M works).
 //
 // Activations travel around the pipeline ring: chunk v of rank r feeds chunk v of rank r + 1, and rank PP − 1's
 // chunk v feeds rank 0's chunk v + 1 (parallel_state::LayerAssignment's model order).
@@ -36,7 +37,7 @@ struct PipelineOp {
 std::string ToString(const PipelineOp& op);  // "F(c0,m3)" / "B(c1,m0)"
 
 // The ops of pipeline rank pp_rank, in execution order. InvalidArgument naming the field for M < 1, a rank
-// outside [0, pp), VP < 1, or (VP > 1) M not a multiple of PP.
+// outside [0, pp), VP < 1, or (VP > 1, training) M not a multiple of PP.
 absl::StatusOr<std::vector<PipelineOp>> SchedulePlan(int pp, int pp_rank, int vp, int num_microbatches,
                                                      bool forward_only = false);
 
