@@ -1,6 +1,7 @@
 // Multi-process GPT pretraining (Gloo on CPU) equals the single-process run: data parallelism (each rank its
-// slice of the global batch, gradients averaged), tensor parallelism (with and without sequence parallelism)
-// and both together give the same per-iteration train losses and final validation loss (up to summation
+// slice of the global batch, gradients averaged), tensor parallelism (with and without sequence parallelism),
+// pipeline parallelism (1F1B with an uneven layer split, interleaved, with TP, with DP; tied embeddings) and
+// their combinations give the same per-iteration train losses and final validation loss (up to summation
 // order), with gradient clipping active; bad layouts fail with an error naming the field.
 #include <filesystem>
 #include <fstream>
@@ -101,6 +102,53 @@ TEST(ParallelPretrain, DataAndTensorParallelRunsEqualTheSingleProcessRun) {
   }
 }
 
+TEST(ParallelPretrain, PipelineParallelRunsEqualTheSingleProcessRun) {
+  const std::string dir = FreshDir("pipeline");
+  proto::PretrainRecipe recipe = TinyRecipe(dir);
+  recipe.mutable_model()->set_num_layers(4);
+  recipe.mutable_training()->set_train_iters(4);
+  recipe.mutable_training()->set_eval_interval(2);
+  absl::StatusOr<PretrainResult> reference = PretrainGpt(recipe, Quiet());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+
+  struct Case {
+    const char* name;
+    int world, tp, pp, vp;
+    std::vector<int> layers_per_stage;
+  };
+  for (const Case& c : {Case{"PP=2 uneven 1+3", 2, 1, 2, 1, {1, 3}}, Case{"PP=2 x VP=2", 2, 1, 2, 2, {}},
+                        Case{"TP=2 x PP=2", 4, 2, 2, 1, {}}, Case{"PP=2 x DP=2", 4, 1, 2, 1, {}}}) {
+    SCOPED_TRACE(c.name);
+    const std::string name = c.name;
+    RunMultiProcess(
+        c.world,
+        [&](DistributedContext& ctx) {
+          proto::PretrainRecipe r = recipe;
+          r.mutable_parallel()->set_tensor_model_parallel_size(c.tp);
+          r.mutable_parallel()->set_pipeline_model_parallel_size(c.pp);
+          r.mutable_parallel()->set_virtual_pipeline_model_parallel_size(c.vp);
+          for (int n : c.layers_per_stage) r.mutable_parallel()->add_pipeline_layers_per_stage(n);
+          PretrainOptions options = Quiet();
+          options.distributed = &ctx;
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_TRUE(run.ok()) << name << ": " << run.status();
+          ASSERT_EQ(run->train_losses.size(), reference->train_losses.size());
+          for (size_t i = 0; i < run->train_losses.size(); ++i) {
+            ExpectRelativelyClose(run->train_losses[i], reference->train_losses[i],
+                                  name + " train loss at iteration " + std::to_string(i + 1));
+          }
+          ASSERT_EQ(run->valid_losses.size(), reference->valid_losses.size());
+          for (size_t i = 0; i < run->valid_losses.size(); ++i) {
+            EXPECT_EQ(run->valid_losses[i].first, reference->valid_losses[i].first);
+            ExpectRelativelyClose(run->valid_losses[i].second, reference->valid_losses[i].second,
+                                  name + " validation loss " + std::to_string(i));
+          }
+          EXPECT_EQ(run->num_parameters, reference->num_parameters) << name;
+        },
+        JobOptions());
+  }
+}
+
 TEST(ParallelPretrain, BadLayoutsNameTheField) {
   const std::string dir = FreshDir("parallel_errors");
   const proto::PretrainRecipe recipe = TinyRecipe(dir);
@@ -132,13 +180,48 @@ TEST(ParallelPretrain, BadLayoutsNameTheField) {
           ASSERT_FALSE(run.ok());
           EXPECT_NE(run.status().message().find("training.global_batch_size"), std::string::npos) << run.status();
         }
+        {  // PP=3 does not divide a world of 2.
+          proto::PretrainRecipe r = recipe;
+          r.mutable_parallel()->set_pipeline_model_parallel_size(3);
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_FALSE(run.ok());
+          EXPECT_NE(run.status().message().find("pipeline_model_parallel_size"), std::string::npos) << run.status();
+        }
+        {  // 2 layers cannot be split evenly over PP=2 x VP=2 chunks.
+          proto::PretrainRecipe r = recipe;
+          r.mutable_parallel()->set_pipeline_model_parallel_size(2);
+          r.mutable_parallel()->set_virtual_pipeline_model_parallel_size(2);
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_FALSE(run.ok());
+          EXPECT_NE(run.status().message().find("model.num_layers"), std::string::npos) << run.status();
+        }
+        {  // An explicit layout must cover every layer (never drop one silently).
+          proto::PretrainRecipe r = recipe;
+          r.mutable_parallel()->set_pipeline_model_parallel_size(2);
+          r.mutable_parallel()->add_pipeline_layers_per_stage(1);
+          r.mutable_parallel()->add_pipeline_layers_per_stage(2);
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_FALSE(run.ok());
+          EXPECT_NE(run.status().message().find("parallel.pipeline_layers_per_stage"), std::string::npos)
+              << run.status();
+        }
+        {  // Interleaving needs the micro-batches per step (here 6 / 2 = 3) to be a multiple of PP.
+          proto::PretrainRecipe r = recipe;
+          r.mutable_model()->set_num_layers(4);
+          r.mutable_training()->set_global_batch_size(6);
+          r.mutable_parallel()->set_pipeline_model_parallel_size(2);
+          r.mutable_parallel()->set_virtual_pipeline_model_parallel_size(2);
+          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+          ASSERT_FALSE(run.ok());
+          EXPECT_NE(run.status().message().find("interleaved pipeline schedule"), std::string::npos) << run.status();
+        }
         {  // Tensor-parallel checkpoints are not supported yet.
           proto::PretrainRecipe r = recipe;
           r.mutable_parallel()->set_tensor_model_parallel_size(2);
           r.mutable_checkpoint()->set_save(dir + "/ckpt");
           absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
           ASSERT_FALSE(run.ok());
-          EXPECT_NE(run.status().message().find("checkpoints of tensor-parallel runs are not supported yet"),
+          EXPECT_NE(run.status().message().find("checkpoints of tensor- or pipeline-parallel runs are not supported yet"),
                     std::string::npos)
               << run.status();
         }

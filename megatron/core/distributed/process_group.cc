@@ -124,6 +124,11 @@ struct Group::Impl {
     } catch (...) {
       error = std::current_exception();
     }
+    return Failure(collective, error, start);
+  }
+
+  // The Status for an operation that threw `error` after starting at `start`.
+  absl::Status Failure(const char* collective, const std::exception_ptr& error, absl::Time start) const {
     const std::string message = FirstLine(ExceptionMessage(error));
     if (LooksLikeTimeout(message) || absl::Now() - start >= timeout) {
       return absl::DeadlineExceededError(absl::StrCat(Prefix(collective), " timed out after ",
@@ -258,6 +263,85 @@ absl::Status Group::Recv(at::Tensor& tensor, int src, int tag) {
   if (src == rank()) return absl::InvalidArgumentError(impl_->Prefix("recv") + ": src is this rank");
   std::vector<at::Tensor> tensors{tensor};
   return impl_->Run("recv", [&] { return impl_->For(tensor)->recv(tensors, src, tag); });
+}
+
+struct Work::Impl {
+  std::shared_ptr<const Group::Impl> group;
+  const char* collective = "";
+  c10::intrusive_ptr<c10d::Work> work;
+  absl::Time start;
+  std::vector<at::Tensor> tensors;  // kept alive while the operation runs
+  double divide_by = 1.0;           // kAvg all-reduce: sum, then divide on completion
+};
+
+Work::Work() = default;
+Work::Work(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Work::Work(Work&&) noexcept = default;
+Work& Work::operator=(Work&&) noexcept = default;
+Work::~Work() = default;
+
+absl::Status Work::Wait() {
+  if (impl_ == nullptr || !impl_->work) return absl::OkStatus();
+  std::exception_ptr error;
+  try {
+    impl_->work->wait(ToChrono(impl_->group->timeout));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  impl_->work.reset();
+  if (error) return impl_->group->Failure(impl_->collective, error, impl_->start);
+  if (impl_->divide_by != 1.0) impl_->tensors[0].div_(impl_->divide_by);
+  impl_->tensors.clear();
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Starts `issue` and wraps its c10d::Work; an exception while starting is returned as the failure Status.
+absl::StatusOr<Work> Start(const std::shared_ptr<Group::Impl>& group, const char* collective,
+                           std::vector<at::Tensor> tensors,
+                           const std::function<c10::intrusive_ptr<c10d::Work>(std::vector<at::Tensor>&)>& issue,
+                           double divide_by = 1.0) {
+  auto impl = std::make_unique<Work::Impl>();
+  impl->group = group;
+  impl->collective = collective;
+  impl->start = absl::Now();
+  impl->tensors = std::move(tensors);
+  impl->divide_by = divide_by;
+  try {
+    impl->work = issue(impl->tensors);
+  } catch (...) {
+    return group->Failure(collective, std::current_exception(), impl->start);
+  }
+  return Work(std::move(impl));
+}
+
+}  // namespace
+
+absl::StatusOr<Work> Group::ISend(const at::Tensor& tensor, int dst, int tag) {
+  if (absl::Status s = impl_->CheckTensor("send", tensor); !s.ok()) return s;
+  if (absl::Status s = impl_->CheckPeer("send", "dst", dst); !s.ok()) return s;
+  if (dst == rank()) return absl::InvalidArgumentError(impl_->Prefix("send") + ": dst is this rank");
+  return Start(impl_, "send", {tensor}, [&](std::vector<at::Tensor>& t) { return impl_->backend->send(t, dst, tag); });
+}
+
+absl::StatusOr<Work> Group::IRecv(at::Tensor& tensor, int src, int tag) {
+  if (absl::Status s = impl_->CheckTensor("recv", tensor); !s.ok()) return s;
+  if (absl::Status s = impl_->CheckPeer("recv", "src", src); !s.ok()) return s;
+  if (src == rank()) return absl::InvalidArgumentError(impl_->Prefix("recv") + ": src is this rank");
+  return Start(impl_, "recv", {tensor}, [&](std::vector<at::Tensor>& t) { return impl_->backend->recv(t, src, tag); });
+}
+
+absl::StatusOr<Work> Group::IAllReduce(at::Tensor& tensor, ReduceOp op) {
+  if (absl::Status s = impl_->CheckTensor("all_reduce", tensor); !s.ok()) return s;
+  c10d::AllreduceOptions opts;
+  opts.timeout = ToChrono(impl_->timeout);
+  opts.reduceOp = op == ReduceOp::kMax   ? c10d::ReduceOp::MAX
+                  : op == ReduceOp::kMin ? c10d::ReduceOp::MIN
+                                         : c10d::ReduceOp::SUM;  // Gloo has no AVG: sum, then divide
+  return Start(impl_, "all_reduce", {tensor},
+               [&](std::vector<at::Tensor>& t) { return impl_->backend->allreduce(t, opts); },
+               op == ReduceOp::kAvg ? static_cast<double>(size()) : 1.0);
 }
 
 absl::Status Group::Barrier() {

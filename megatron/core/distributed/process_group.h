@@ -46,6 +46,23 @@ enum class ReduceOp { kSum, kAvg, kMax, kMin };
 
 class DistributedContext;
 
+// A started operation (ISend / IRecv / IAllReduce). Wait() blocks until it completes or the group's deadline
+// passes, with the same error messages as the blocking forms. A Work that is never waited may still be running:
+// keep the tensors it reads or writes alive until Wait() returns. Movable, not copyable.
+class Work {
+ public:
+  struct Impl;
+  Work();
+  explicit Work(std::unique_ptr<Impl> impl);
+  Work(Work&&) noexcept;
+  Work& operator=(Work&&) noexcept;
+  ~Work();
+  absl::Status Wait();
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 // One process group. Thread-compatible: issue its collectives from one thread.
 class Group {
  public:
@@ -73,6 +90,13 @@ class Group {
   // Point to point with a group rank. Recv writes into `tensor` (preallocated with the sender's shape).
   absl::Status Send(const at::Tensor& tensor, int dst, int tag = 0);
   absl::Status Recv(at::Tensor& tensor, int src, int tag = 0);
+  // Non-blocking forms: start the operation and return at once. A send and a receive posted together never
+  // deadlock against a peer doing the same (Megatron's batched send/recv); a message is matched by (peer, tag).
+  absl::StatusOr<Work> ISend(const at::Tensor& tensor, int dst, int tag = 0);
+  absl::StatusOr<Work> IRecv(at::Tensor& tensor, int src, int tag = 0);
+  // In place, like AllReduce (kAvg is divided when Wait() returns). Collectives started this way must be
+  // started in the same order on every member.
+  absl::StatusOr<Work> IAllReduce(at::Tensor& tensor, ReduceOp op = ReduceOp::kSum);
   absl::Status Barrier();
 
  private:

@@ -21,7 +21,10 @@
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/models/huggingface/hf_loader.h"
 #include "megatron/core/optimizer/optimizer.h"
+#include "megatron/core/parallel_state/layer_assignment.h"
 #include "megatron/core/parallel_state/parallel_layout.h"
+#include "megatron/core/pipeline_parallel/gpt_chunks.h"
+#include "megatron/core/pipeline_parallel/schedules.h"
 #include "megatron/core/tensor_parallel/random.h"
 #include "megatron/core/training/autocast.h"
 #include "megatron/core/training/gpt_data.h"
@@ -84,20 +87,51 @@ std::string HumanRate(double per_second) {
 // This rank's place in a distributed run (defaults: single process).
 struct Parallelism {
   distributed::DistributedContext* ctx = nullptr;
-  std::shared_ptr<distributed::Group> tp, dp;
+  // embedding: {first, last} pipeline stage (null elsewhere); model: tp x pp (the gradient-norm group).
+  std::shared_ptr<distributed::Group> tp, dp, pp, embedding, model;
   int tp_size = 1, dp_size = 1, dp_rank = 0, rank = 0;
+  int tp_rank = 0, pp_size = 1, pp_rank = 0, vp_size = 1;
   bool sequence_parallel = false;
+  bool last_stage() const { return pp_rank == pp_size - 1; }
 };
+
+// The pipeline's layer layout for `num_layers` layers; errors name the recipe field.
+absl::StatusOr<parallel_state::LayerAssignment> PipelineLayers(const proto::ParallelConfig& pc, int num_layers) {
+  const int pp = pc.pipeline_model_parallel_size(), vp = pc.virtual_pipeline_model_parallel_size();
+  absl::StatusOr<parallel_state::LayerAssignment> a;
+  if (pc.pipeline_layers_per_stage_size() > 0) {
+    const std::vector<int> counts(pc.pipeline_layers_per_stage().begin(), pc.pipeline_layers_per_stage().end());
+    a = parallel_state::LayerAssignment::FromStageCounts(num_layers, pp, vp, counts);
+    if (!a.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("parallel.pipeline_layers_per_stage: ", a.status().message()));
+    }
+    return a;
+  }
+  a = parallel_state::LayerAssignment::Even(num_layers, pp, vp);
+  if (!a.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.num_layers: ", a.status().message(),
+        " (or give an uneven layout with parallel.pipeline_layers_per_stage)"));
+  }
+  return a;
+}
 
 absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe, const PretrainOptions& options,
                                              const at::Device& device) {
   Parallelism par;
   const auto& pc = recipe.parallel();
   const int tp = pc.tensor_model_parallel_size();
+  const int pp = pc.pipeline_model_parallel_size();
+  const int vp = pc.virtual_pipeline_model_parallel_size();
   if (options.distributed == nullptr) {
     if (tp != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           "parallel.tensor_model_parallel_size: ", tp, " needs ", tp,
+          " (or a multiple of) processes; launch them with tools/launch (this is a single-process run)"));
+    }
+    if (pp != 1 || vp != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parallel.pipeline_model_parallel_size: ", pp, " (virtual ", vp, ") needs ", pp,
           " (or a multiple of) processes; launch them with tools/launch (this is a single-process run)"));
     }
     return par;
@@ -111,16 +145,29 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   parallel_state::ParallelConfig config;
   config.world_size = ctx.world_size();
   config.tp = tp;
+  config.pp = pp;
+  config.vp = vp;
   absl::StatusOr<parallel_state::ParallelLayout> layout = parallel_state::ParallelLayout::Create(config);
   if (!layout.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.tensor_model_parallel_size: ", tp, " does not fit ",
-                                                   ctx.world_size(), " ranks: ", layout.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallel.tensor_model_parallel_size / pipeline_model_parallel_size / virtual_pipeline_model_parallel_size: ",
+        tp, " x ", pp, " (virtual ", vp, ") does not fit ", ctx.world_size(), " ranks: ", layout.status().message()));
+  }
+  if (!recipe.has_load_hf()) {  // the layer layout, before any data or model work (load_hf: checked later)
+    if (absl::StatusOr<parallel_state::LayerAssignment> a = PipelineLayers(pc, recipe.model().num_layers()); !a.ok()) {
+      return a.status();
+    }
   }
   par.ctx = &ctx;
   par.rank = ctx.rank();
   par.tp_size = layout->tp();
   par.dp_size = layout->dp();
-  par.dp_rank = layout->Coordinates(ctx.rank()).dp;
+  par.pp_size = layout->pp();
+  par.vp_size = layout->vp();
+  const parallel_state::RankCoordinates coords = layout->Coordinates(ctx.rank());
+  par.dp_rank = coords.dp;
+  par.tp_rank = coords.tp;
+  par.pp_rank = coords.pp;
   par.sequence_parallel = pc.sequence_parallel() && par.tp_size > 1;
   // Collective: every rank creates every group, in the same order.
   for (const std::vector<int>& ranks : layout->TensorParallelGroups()) {
@@ -133,21 +180,39 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
     if (!g.ok()) return g.status();
     if (*g) par.dp = *g;
   }
+  const std::pair<parallel_state::GroupKind, std::shared_ptr<distributed::Group>*> more[] = {
+      {parallel_state::GroupKind::kPipeline, &par.pp},
+      {parallel_state::GroupKind::kEmbedding, &par.embedding},
+      {parallel_state::GroupKind::kModel, &par.model}};
+  for (const auto& [kind, slot] : more) {
+    for (const std::vector<int>& ranks : layout->Groups(kind)) {
+      absl::StatusOr<std::shared_ptr<distributed::Group>> g = ctx.NewGroup(ranks, parallel_state::GroupKindName(kind));
+      if (!g.ok()) return g.status();
+      if (*g) *slot = *g;
+    }
+  }
   const auto& t = recipe.training();
   if (t.global_batch_size() % (t.micro_batch_size() * par.dp_size) != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "training.global_batch_size: %d must be a multiple of training.micro_batch_size %d x data-parallel size %d",
         t.global_batch_size(), t.micro_batch_size(), par.dp_size));
   }
-  if (par.tp_size > 1) {
+  const int micro_batches = t.global_batch_size() / (t.micro_batch_size() * par.dp_size);
+  if (par.vp_size > 1 && micro_batches % par.pp_size != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "training.global_batch_size: %d gives %d micro-batches per step (micro_batch_size %d x data-parallel size "
+        "%d); the interleaved pipeline schedule needs a multiple of pipeline_model_parallel_size %d",
+        t.global_batch_size(), micro_batches, t.micro_batch_size(), par.dp_size, par.pp_size));
+  }
+  if (par.tp_size > 1 || par.pp_size > 1) {
     if (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty()) {
       return absl::UnimplementedError(
-          "checkpoint.save / checkpoint.load: checkpoints of tensor-parallel runs are not supported yet "
-          "(pass --checkpoint.save= with parallel.tensor_model_parallel_size > 1)");
+          "checkpoint.save / checkpoint.load: checkpoints of tensor- or pipeline-parallel runs are not supported yet "
+          "(pass --checkpoint.save= with parallel.tensor_model_parallel_size or pipeline_model_parallel_size > 1)");
     }
     if (recipe.has_load_hf()) {
-      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor-parallel run is not "
-                                      "supported yet");
+      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor- or pipeline-parallel run "
+                                      "is not supported yet");
     }
   }
   return par;
@@ -185,21 +250,23 @@ absl::Status AllReduceGrads(const std::vector<at::Tensor>& params, distributed::
   return absl::OkStatus();
 }
 
-// ClipGradNorm over a tensor-parallel model (global norm): the squared norms of sharded parameters are summed over TP,
-// replicated ones counted once. Same clipping formula as optimizer::ClipGradNorm.
-absl::StatusOr<double> ClipGradNormTensorParallel(const std::vector<std::pair<std::string, at::Tensor>>& named,
-                                                  double max_norm, distributed::Group& tp) {
+// ClipGradNorm over a model split by TP and PP (Megatron's global norm): squared norms summed over the model-parallel
+// (tp x pp) group, each parameter counted once: TP-replicated ones on TP rank 0 only, and the last stage's copy of
+// tied embeddings not at all (`counted` says which). Same clipping formula as optimizer::ClipGradNorm.
+absl::StatusOr<double> ClipGradNormModelParallel(const std::vector<std::pair<std::string, at::Tensor>>& named,
+                                                 const std::vector<bool>& counted, double max_norm,
+                                                 distributed::Group& model_group) {
   at::NoGradGuard no_grad;
-  double sums[2] = {0, 0};  // squared norms: [sharded, replicated]
-  for (const auto& [name, p] : named) {
-    const at::Tensor& g = p.grad();
-    if (!g.defined()) continue;
+  double sum = 0;
+  for (size_t i = 0; i < named.size(); ++i) {
+    const at::Tensor& g = named[i].second.grad();
+    if (!g.defined() || !counted[i]) continue;
     const double n = (g.scalar_type() == at::kDouble ? g.norm() : g.to(at::kFloat).norm()).item<double>();
-    sums[IsTensorParallelShard(name) ? 0 : 1] += n * n;
+    sum += n * n;
   }
-  at::Tensor sharded = at::full({1}, sums[0], at::TensorOptions().dtype(at::kDouble));
-  if (absl::Status s = tp.AllReduce(sharded, distributed::ReduceOp::kSum); !s.ok()) return s;
-  const double total = std::sqrt(sharded.item<double>() + sums[1]);
+  at::Tensor total_sq = at::full({1}, sum, at::TensorOptions().dtype(at::kDouble));
+  if (absl::Status s = model_group.AllReduce(total_sq, distributed::ReduceOp::kSum); !s.ok()) return s;
+  const double total = std::sqrt(total_sq.item<double>());
   if (max_norm > 0.0 && total > max_norm) {
     const double coeff = max_norm / (total + 1e-6);
     for (const auto& [name, p] : named) {
@@ -270,19 +337,49 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   }
   transformer::ModelParallel model_parallel;
   if (par.tp_size > 1) model_parallel = transformer::ModelParallel{par.tp.get(), par.sequence_parallel};
-  absl::StatusOr<std::unique_ptr<models::GPTModel>> created = models::GPTModel::Create(config, model_parallel);
-  if (!created.ok()) return created.status();
-  models::GPTModel& model = **created;
+  absl::StatusOr<parallel_state::LayerAssignment> layers = PipelineLayers(recipe.parallel(), config.num_layers);
+  if (!layers.ok()) return layers.status();
+  // This rank's model chunks (one per virtual pipeline stage; without a pipeline, one chunk: the whole model).
+  absl::StatusOr<pipeline_parallel::GptChunks> built =
+      pipeline_parallel::BuildGptChunks(config, model_parallel, *layers, par.pp_rank);
+  if (!built.ok()) return built.status();
+  const pipeline_parallel::GptChunks& chunks = *built;
+  models::GPTModel& model = *chunks.front();  // the whole model when PP = 1 (load_hf, checkpoints, sample)
   if (recipe.has_load_hf()) {
     if (absl::Status s = models::huggingface::LoadHfWeights(ResolvePath(options.base_dir, recipe.load_hf()), model);
         !s.ok()) {
       return s;
     }
   }
-  model.ToDevice(*device);
+  for (const auto& chunk : chunks) chunk->ToDevice(*device);
+  if (absl::Status s = pipeline_parallel::SyncTiedEmbeddings(chunks, par.embedding.get()); !s.ok()) return s;
+  // Every parameter of this rank; `counted`: whether it enters the global gradient norm and parameter count
+  // (TP-replicated parameters on TP rank 0 only for the norm; the last stage's tied copy never).
+  std::vector<std::pair<std::string, at::Tensor>> named_params;
+  std::vector<at::Tensor> params;
+  std::vector<bool> tied_copy;
+  for (const auto& chunk : chunks) {
+    for (auto& [name, p] : chunk->NamedParameters()) {
+      named_params.emplace_back(name, p);
+      params.push_back(p);
+      tied_copy.push_back(config.share_embeddings_and_output_weights && !chunk->stage().pre_process &&
+                          name == "output_layer.weight");
+    }
+  }
+  std::vector<bool> norm_counted(named_params.size());
+  for (size_t i = 0; i < named_params.size(); ++i) {
+    norm_counted[i] = !tied_copy[i] && (IsTensorParallelShard(named_params[i].first) || par.tp_rank == 0);
+  }
+  // The value of the pipeline's last stage, on every stage (losses are computed there).
+  auto from_last_stage = [&](double value) -> absl::StatusOr<double> {
+    if (par.pp_size == 1) return value;
+    at::Tensor v = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));
+    if (absl::Status s = par.pp->Broadcast(v, par.pp_size - 1); !s.ok()) return s;
+    return v.item<double>();
+  };
 
   const auto& o = recipe.optimizer();
-  optimizer::AdamW adam(model.NamedParameters(),
+  optimizer::AdamW adam(named_params,
                         optimizer::AdamWConfig{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay()});
   optimizer::LrSchedule schedule;
   schedule.max_lr = o.lr();
@@ -295,17 +392,25 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   // Resume.
   PretrainResult result;
-  result.num_parameters = model.NumParameters();
-  if (par.tp_size > 1) {  // whole model: shards summed over TP, replicated parameters once
+  {  // whole model: TP shards summed over TP, replicated parameters once, stages summed over PP
     int64_t counts[2] = {0, 0};  // [sharded, replicated]
-    for (const auto& [name, p] : model.NamedParameters()) counts[IsTensorParallelShard(name) ? 0 : 1] += p.numel();
+    for (size_t i = 0; i < named_params.size(); ++i) {
+      if (!tied_copy[i]) counts[IsTensorParallelShard(named_params[i].first) ? 0 : 1] += params[i].numel();
+    }
     at::Tensor sharded = at::full({1}, counts[0], at::TensorOptions().dtype(at::kLong));
-    if (absl::Status s = par.tp->AllReduce(sharded); !s.ok()) return s;
-    result.num_parameters = sharded.item<int64_t>() + counts[1];
+    if (par.tp_size > 1) {
+      if (absl::Status s = par.tp->AllReduce(sharded); !s.ok()) return s;
+    }
+    at::Tensor total = sharded + counts[1];
+    if (par.pp_size > 1) {
+      if (absl::Status s = par.pp->AllReduce(total); !s.ok()) return s;
+    }
+    result.num_parameters = total.item<int64_t>();
   }
   if (show_progress && par.ctx != nullptr) {
-    std::fprintf(stderr, "parallel: %d ranks = tensor-parallel %d%s x data-parallel %d (Gloo)\n",
-                 par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.dp_size);
+    std::fprintf(stderr, "parallel: %d ranks = tensor-parallel %d%s x data-parallel %d x pipeline-parallel %d%s (Gloo)\n",
+                 par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.dp_size,
+                 par.pp_size, par.vp_size > 1 ? absl::StrCat(" (", par.vp_size, " chunks each)").c_str() : "");
   }
   if (show_progress) {
     std::fprintf(stderr, "model: GPT, %.2fM parameters (%s) on %s, %s\n", result.num_parameters / 1e6,
@@ -357,19 +462,40 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     tensorboard = std::move(*tb);
   }
 
-  auto evaluate = [&](int64_t at_iteration) {
-    model.SetTraining(false);
+  // One micro-batch through one chunk: the embedding's chunk takes the tokens, the others the received hidden
+  // states; the last chunk returns the masked-mean loss (reported through `loss_sum`) scaled by `scale`.
+  auto stage_step = [&](int chunk, const GptBatch& batch, const at::Tensor& input, double scale,
+                        at::Tensor& loss_sum) -> at::Tensor {
+    const models::GPTModel& m = *chunks[chunk];
+    at::Tensor out = m.StageForward(m.stage().pre_process ? batch.tokens : input, batch.position_ids, batch.labels);
+    if (!m.stage().post_process) return out;
+    at::Tensor loss = MaskedMean(out, batch.loss_mask);
+    loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
+    return scale == 1.0 ? loss : loss * scale;
+  };
+  auto set_training = [&](bool on) {
+    for (const auto& chunk : chunks) chunk->SetTraining(on);
+  };
+  auto evaluate = [&](int64_t at_iteration) -> absl::StatusOr<double> {
+    set_training(false);
     at::NoGradGuard no_grad;
     AutocastGuard autocast(device->type(), precision);
-    double total = 0;
-    for (int i = 0; i < t.eval_iters(); ++i) {
+    at::Tensor total;
+    auto step = [&](int chunk, int i, const at::Tensor& input) {
       GptBatch batch = (*data)->Valid(static_cast<int64_t>(i) * t.micro_batch_size(), t.micro_batch_size())
                            .ToDevice(*device);
-      total += MaskedMean(model.Loss(batch.tokens, batch.position_ids, batch.labels), batch.loss_mask)
-                   .item<double>();
+      return stage_step(chunk, batch, input, 1.0, total);
+    };
+    if (t.eval_iters() > 0) {
+      if (absl::Status s = pipeline_parallel::ForwardBackward(step, par.pp.get(), {par.vp_size, t.eval_iters(), true});
+          !s.ok()) {
+        return s;
+      }
     }
-    model.SetTraining(true);
-    const double loss = t.eval_iters() > 0 ? total / t.eval_iters() : 0.0;
+    set_training(true);
+    absl::StatusOr<double> summed = from_last_stage(total.defined() ? total.item<double>() : 0.0);
+    if (!summed.ok()) return summed.status();
+    const double loss = t.eval_iters() > 0 ? *summed / t.eval_iters() : 0.0;
     result.valid_losses.emplace_back(at_iteration, loss);
     if (tensorboard) {
       tensorboard->AddScalar("lm-loss-validation/lm loss", loss, at_iteration);
@@ -390,12 +516,13 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     return checkpointing::SaveCheckpoint(save_dir, ckpt);
   };
 
-  model.SetTraining(true);
+  set_training(true);
   const bool do_eval = t.eval_iters() > 0;
   if (do_eval && iteration == 0) {
-    const double loss = evaluate(0);
+    absl::StatusOr<double> loss = evaluate(0);
+    if (!loss.ok()) return loss.status();
     if (show_progress) {
-      std::fprintf(stderr, "validation at iteration 0: loss %.4f | ppl %.1f\n", loss, std::exp(loss));
+      std::fprintf(stderr, "validation at iteration 0: loss %.4f | ppl %.1f\n", *loss, std::exp(*loss));
     }
   }
   const int64_t last_iteration =
@@ -416,46 +543,59 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   while (iteration < last_iteration) {
     if (iteration == steady_from) steady_start = Clock::now();
     const double lr = schedule.LearningRate(iteration);
-    at::Tensor loss_sum;  // accumulated on the device: one host sync per iteration, not per micro-batch
+    at::Tensor loss_sum;  // on the last stage, accumulated on the device: one host sync per iteration
     {
+      // Each stage reads a micro-batch once per iteration (a chunk's forward may come long after another's).
+      std::map<int, GptBatch> batches;
+      auto step = [&](int chunk, int micro, const at::Tensor& input) {
+        auto it = batches.find(micro);
+        if (it == batches.end()) {
+          const int64_t first = iteration * t.global_batch_size() +
+                                par.dp_rank * (t.global_batch_size() / par.dp_size) + micro * t.micro_batch_size();
+          it = batches.emplace(micro, (*data)->Train(first, t.micro_batch_size()).ToDevice(*device)).first;
+        }
+        return stage_step(chunk, it->second, input, 1.0 / static_cast<double>(micro_batches), loss_sum);
+      };
       AutocastGuard autocast(device->type(), precision);
-      for (int64_t micro = 0; micro < micro_batches; ++micro) {
-        const int64_t first = iteration * t.global_batch_size() +
-                              par.dp_rank * (t.global_batch_size() / par.dp_size) + micro * t.micro_batch_size();
-        GptBatch batch = (*data)->Train(first, t.micro_batch_size()).ToDevice(*device);
-        at::Tensor loss = MaskedMean(model.Loss(batch.tokens, batch.position_ids, batch.labels), batch.loss_mask);
-        (loss / static_cast<double>(micro_batches)).backward();
-        loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
+      if (absl::Status s = pipeline_parallel::ForwardBackward(
+              step, par.pp.get(), {par.vp_size, static_cast<int>(micro_batches), false});
+          !s.ok()) {
+        return s;
       }
     }
     double grad_norm = 0;
     if (par.ctx == nullptr) {
-      grad_norm = optimizer::ClipGradNorm(model.Parameters(), o.clip_grad());
+      grad_norm = optimizer::ClipGradNorm(params, o.clip_grad());
     } else {
       if (par.sequence_parallel) {
         std::vector<at::Tensor> sp_params;
-        for (auto& [name, p] : model.SequenceParallelParameters()) sp_params.push_back(p);
+        for (const auto& chunk : chunks) {
+          for (auto& [name, p] : chunk->SequenceParallelParameters()) sp_params.push_back(p);
+        }
         if (absl::Status s = AllReduceGrads(sp_params, *par.tp, 1.0); !s.ok()) return s;
       }
-      if (par.dp_size > 1) {
-        if (absl::Status s = AllReduceGrads(model.Parameters(), *par.dp, 1.0 / par.dp_size); !s.ok()) return s;
+      if (absl::Status s = pipeline_parallel::AllReduceTiedEmbeddingGrads(chunks, par.embedding.get()); !s.ok()) {
+        return s;
       }
-      if (par.tp_size > 1) {
-        absl::StatusOr<double> norm = ClipGradNormTensorParallel(model.NamedParameters(), o.clip_grad(), *par.tp);
+      if (par.dp_size > 1) {
+        if (absl::Status s = AllReduceGrads(params, *par.dp, 1.0 / par.dp_size); !s.ok()) return s;
+      }
+      if (par.model != nullptr && par.model->size() > 1) {
+        absl::StatusOr<double> norm = ClipGradNormModelParallel(named_params, norm_counted, o.clip_grad(), *par.model);
         if (!norm.ok()) return norm.status();
         grad_norm = *norm;
       } else {
-        grad_norm = optimizer::ClipGradNorm(model.Parameters(), o.clip_grad());
+        grad_norm = optimizer::ClipGradNorm(params, o.clip_grad());
       }
     }
     adam.Step(lr);
     adam.ZeroGrad();
     ++iteration;
-    if (iteration == last_iteration) {
-      (void)at::Tensor(loss_sum).item<double>();  // waits for the device before the clock is read
-      steady_end = Clock::now();
-    }
-    double train_loss = loss_sum.item<double>() / static_cast<double>(micro_batches);
+    const double local_loss = loss_sum.defined() ? loss_sum.item<double>() : 0.0;  // waits for the device
+    if (iteration == last_iteration) steady_end = Clock::now();
+    absl::StatusOr<double> pipeline_loss = from_last_stage(local_loss / static_cast<double>(micro_batches));
+    if (!pipeline_loss.ok()) return pipeline_loss.status();
+    double train_loss = *pipeline_loss;
     if (par.dp_size > 1) {  // the average over the data-parallel ranks' slices
       at::Tensor l = at::full({1}, train_loss, at::TensorOptions().dtype(at::kDouble));
       if (absl::Status s = par.dp->AllReduce(l, distributed::ReduceOp::kSum); !s.ok()) return s;
@@ -481,10 +621,11 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     }
     const bool last = iteration == last_iteration;
     if (do_eval && ((t.eval_interval() > 0 && iteration % t.eval_interval() == 0) || last)) {
-      const double loss = evaluate(iteration);
+      absl::StatusOr<double> loss = evaluate(iteration);
+      if (!loss.ok()) return loss.status();
       if (show_progress) {
         bar->Println(absl::StrFormat("validation at iteration %lld: loss %.4f | ppl %.1f",
-                                     static_cast<long long>(iteration), loss, std::exp(loss)));
+                                     static_cast<long long>(iteration), *loss, std::exp(*loss)));
       }
     }
     const int save_interval = recipe.checkpoint().save_interval();
@@ -507,8 +648,10 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& sample = recipe.sample();
   if (sample.max_new_tokens() > 0 && iteration == t.train_iters()) {
-    if (par.tp_size > 1) {
-      if (show_progress) std::fprintf(stderr, "sample: skipped (not implemented for tensor-parallel runs yet)\n");
+    if (par.tp_size > 1 || par.pp_size > 1) {
+      if (show_progress) {
+        std::fprintf(stderr, "sample: skipped (not implemented for tensor- or pipeline-parallel runs yet)\n");
+      }
     } else if (rank0) {
       result.sample = inference::GenerateText(model, tokenizer, sample);
     }

@@ -28,17 +28,22 @@ at::Tensor TransformerLayer::Forward(const at::Tensor& x, const at::Tensor& rota
 
 TransformerBlock::LayerList::LayerList(const TransformerConfig& config,
                                        const std::shared_ptr<const BackendProvider>& backend,
-                                       const ModelParallel& parallel) {
+                                       const ModelParallel& parallel, int begin, int end) {
   for (int i = 0; i < config.num_layers; ++i) {
-    layers.push_back(
-        RegisterModule(std::to_string(i), std::make_unique<TransformerLayer>(config, backend, i, parallel)));
+    auto layer = std::make_unique<TransformerLayer>(config, backend, i, parallel);
+    if (i < begin || i >= end) continue;  // Note [Pipeline initialisation]: drawn, then dropped
+    layers.push_back(RegisterModule(std::to_string(i), std::move(layer)));
   }
 }
 
 TransformerBlock::TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
-                                   const ModelParallel& parallel) {
-  layers_ = RegisterModule("layers", std::make_unique<LayerList>(config, backend, parallel));
-  if (config.final_layernorm) {
+                                   const ModelParallel& parallel, const BlockPart& part) {
+  const int end = part.layer_end < 0 ? config.num_layers : part.layer_end;
+  TORCH_CHECK(0 <= part.layer_begin && part.layer_begin <= end && end <= config.num_layers,
+              "TransformerBlock: layer range [", part.layer_begin, ", ", end, ") is outside [0, ",
+              config.num_layers, ")");
+  layers_ = RegisterModule("layers", std::make_unique<LayerList>(config, backend, parallel, part.layer_begin, end));
+  if (config.final_layernorm && part.final_layernorm) {
     final_layernorm_ = RegisterModule("final_layernorm", backend->MakeNorm(config, config.hidden_size));
   }
 }

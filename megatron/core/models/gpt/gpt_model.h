@@ -14,6 +14,16 @@
 // Loss always computes in fp32); Logits gathers the vocab shards. Every rank must call Loss/Logits with the
 // same inputs. Without a group (or a group of size 1) the model is the single-process one, bit for bit.
 // Padded vocabulary rows (ids >= the tokenizer's vocabulary) are ordinary rows; they learn to be improbable.
+//
+// Pipeline parallelism: Create(config, parallel, PipelineStage{...}) builds one model chunk (Megatron's
+// pre_process / post_process and layer offset): the embedding only with pre_process, the global layers
+// [layer_begin, layer_end) under their global names (decoder.layers.<i>), the final layernorm and output layer
+// only with post_process; StageForward runs it. Every chunk of a pipeline starts from the single-process
+// weights (Note [Pipeline initialisation] in transformer_block.h: the parts a chunk does not keep are drawn and
+// dropped). Tied embeddings: a last chunk without the embedding holds a copy, output_layer.weight, created as
+// zeros (Megatron's shared_embedding); the trainer makes it equal to the first stage's word embeddings with a
+// sum over the embedding group, and sums the two gradients over that group after every backward
+// (SharedEmbeddingWeight names the tensor on both ends).
 #pragma once
 
 #include <memory>
@@ -35,13 +45,28 @@
 
 namespace megatron::models {
 
+// The part of the model one pipeline chunk holds. Default: the whole model.
+struct PipelineStage {
+  bool pre_process = true;   // embedding
+  bool post_process = true;  // final layernorm, output layer, loss
+  int layer_begin = 0;
+  int layer_end = -1;        // -1: config.num_layers
+
+  bool whole(int num_layers) const {
+    return pre_process && post_process && layer_begin == 0 && (layer_end < 0 || layer_end == num_layers);
+  }
+};
+
 class GPTModel : public transformer::MegatronModule {
  public:
   // Validates the config and picks the backend it names; parameters are initialised from the current
   // default generator (seed it first for reproducible runs).
   // `parallel`: the tensor-parallel group to shard over (default: none). Its divisibility errors name the field.
+  // `stage`: the pipeline chunk to build (default: the whole model); InvalidArgument for a layer range outside
+  // [0, num_layers).
   static absl::StatusOr<std::unique_ptr<GPTModel>> Create(const transformer::TransformerConfig& config,
-                                                          const transformer::ModelParallel& parallel = {});
+                                                          const transformer::ModelParallel& parallel = {},
+                                                          const PipelineStage& stage = {});
 
   // Logits [b, s, V] in the compute dtype. position_ids may be undefined: then 0..s-1 (+ cache offset).
   at::Tensor Logits(const at::Tensor& input_ids, const at::Tensor& position_ids,
@@ -50,15 +75,25 @@ class GPTModel : public transformer::MegatronModule {
   at::Tensor Loss(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& labels) const;
 
   // The decoder_input path (Megatron's GPTModel.forward(decoder_input=...)) for models that build the input
-  // sequence themselves (LLaVA splices image embeddings between text embeddings):
-  //   Embed: input_ids, position_ids [b, s] -> [s, b, h] (word + learned positions, embedding dropout).
+  // sequence themselves (LLaVA splices image embeddings between text embeddings); whole model, no TP yet:
+  //   EmbedTokens: input_ids, position_ids [b, s] -> [s, b, h] (word + learned positions, embedding dropout).
   //   LogitsFromEmbeddings / LossFromEmbeddings: decoder_input [s, b, h] -> [b, s, V] / [b, s] fp32; RoPE
-  //   positions are 0..s-1 (+ the cache offset) over the given sequence. Without tensor parallelism only.
-  at::Tensor Embed(const at::Tensor& input_ids, const at::Tensor& position_ids) const;
+  //   positions are 0..s-1 (+ the cache offset) over the given sequence.
+  at::Tensor EmbedTokens(const at::Tensor& input_ids, const at::Tensor& position_ids) const;
   at::Tensor LogitsFromEmbeddings(const at::Tensor& decoder_input, transformer::KVCache* cache = nullptr) const;
   at::Tensor LossFromEmbeddings(const at::Tensor& decoder_input, const at::Tensor& labels) const;
 
+  // One pipeline chunk's forward. With pre_process `input` is input_ids [b, s] (position_ids as for Loss);
+  // otherwise the hidden states [s, b, h] ([s/tp, b, h] under sequence parallelism) from the previous chunk.
+  // With post_process returns the per-token loss [b, s] in fp32 (labels [b, s] required); otherwise the hidden
+  // states to send to the next chunk. Logits and Loss need the whole model.
+  at::Tensor StageForward(const at::Tensor& input, const at::Tensor& position_ids, const at::Tensor& labels) const;
+
   const transformer::TransformerConfig& config() const { return config_; }
+  const PipelineStage& stage() const { return stage_; }
+  // With tied embeddings and the embedding and output layer on different chunks: the first chunk's
+  // embedding.word_embeddings.weight or the last chunk's output_layer.weight copy. Undefined otherwise.
+  at::Tensor SharedEmbeddingWeight() const;
   const transformer::ModelParallel& parallel() const { return parallel_; }
 
   // Under sequence parallelism: the replicated parameters that see only this rank's tokens (norm weights and
@@ -68,21 +103,39 @@ class GPTModel : public transformer::MegatronModule {
 
  private:
   GPTModel(const transformer::TransformerConfig& config,
-           std::shared_ptr<const transformer::BackendProvider> backend, const transformer::ModelParallel& parallel);
+           std::shared_ptr<const transformer::BackendProvider> backend, const transformer::ModelParallel& parallel,
+           const PipelineStage& stage);
   // Decoder output projected to the vocabulary: [s, b, V] ([s, b, V/tp] under tensor parallelism).
   at::Tensor ForwardToLogits(const at::Tensor& input_ids, const at::Tensor& position_ids,
                              transformer::KVCache* cache) const;
-  // Decoder and output layer from the embedding output h [s, b, h].
+  // Embedding output [s, b, h] for input_ids [b, s] (positions default to offset..offset+s-1).
+  at::Tensor Embed(const at::Tensor& input_ids, const at::Tensor& position_ids, int64_t offset) const;
+  // Decoder and output layer from embeddings h [s, b, h] (whole model): logits [s, b, V(/tp)].
   at::Tensor HiddenToLogits(at::Tensor h, transformer::KVCache* cache) const;
-  // Per-token loss [b, s] of logits [s, b, V(/tp)] against labels [b, s].
+  // Final hidden states -> logits [s, b, V] ([s, b, V/tp] vocab-parallel under TP).
+  at::Tensor Project(const at::Tensor& h) const;
+  // Vocab-parallel or full logits [s, b, V(/tp)] and labels [b, s] -> per-token loss [b, s].
   at::Tensor LossFromLogits(const at::Tensor& logits, const at::Tensor& labels) const;
+  const at::Tensor& OutputWeight() const;
+
+  // The last chunk's copy of the tied word embeddings (Megatron's output_layer with shared_embedding).
+  class TiedOutputWeight : public transformer::MegatronModule {
+   public:
+    TiedOutputWeight(int64_t rows, int64_t hidden);
+    const at::Tensor& weight() const { return weight_; }
+
+   private:
+    at::Tensor weight_;  // [V(/tp), h], zeros until synchronised
+  };
 
   transformer::TransformerConfig config_;
   std::shared_ptr<const transformer::BackendProvider> backend_;  // also computes the loss (fused CE)
-  LanguageModelEmbedding* embedding_;
+  PipelineStage stage_;
+  LanguageModelEmbedding* embedding_ = nullptr;  // pre_process only
   std::optional<RotaryEmbedding> rotary_pos_emb_;
   transformer::TransformerBlock* decoder_;
   transformer::ModelParallel parallel_;
+  TiedOutputWeight* tied_output_ = nullptr;                               // tied, last chunk without embedding
   transformer::Linear* output_layer_ = nullptr;                           // untied, without TP
   tensor_parallel::ColumnParallelLinear* output_layer_tp_ = nullptr;      // untied, with TP
 };
