@@ -46,7 +46,7 @@ SelfAttention::SelfAttention(const TransformerConfig& config, const BackendProvi
 }
 
 at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
-                                  const at::Tensor& attention_mask) const {
+                                  const at::Tensor& attention_mask, const at::Tensor& attention_bias) const {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == config_.hidden_size, "SelfAttention: x must be [s, b, ",
               config_.hidden_size, "], got ", x.sizes());
   // See Note [QKV layout]. Under sequence parallelism linear_qkv gathers the sequence: s is its output's.
@@ -84,8 +84,8 @@ at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_
     v = v.repeat_interleave(heads_per_group, 1);
   }
   const double dropout_p = training() ? config_.attention_dropout : 0.0;
-  at::Tensor context = core_attention_->Forward(q, k, v, config_.attn_mask_type, dropout_p,
-                                                      attention_mask);  // [b, np, s, hn]
+  at::Tensor context = core_attention_->Forward(q, k, v, config_.attn_mask_type, dropout_p, attention_mask,
+                                                attention_bias);  // [b, np, s, hn]
   context = context.permute({2, 0, 1, 3}).reshape({s, b, heads_ * hn});
   return linear_proj_ != nullptr ? linear_proj_->Forward(context) : linear_proj_tp_->Forward(context);
 }

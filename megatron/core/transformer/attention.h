@@ -39,8 +39,9 @@ class SelfAttention : public MegatronModule {
   // x: [s, b, h] ([s/tp, b, h] under sequence parallelism); rotary_freqs: [s, 1, 1, hn] for the positions of x, or undefined without RoPE.
   // With `cache`, keys/values of x are appended to cache->keys[layer_index] and attention spans all of them.
   // The mask is config.attn_mask_type; for kPadding, `attention_mask` is the boolean mask of CoreAttention.
+  // `attention_bias`: added to the scores (CoreAttention), e.g. T5's relative position bias [1, np, s, s].
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
-                     const at::Tensor& attention_mask = {}) const;
+                     const at::Tensor& attention_mask = {}, const at::Tensor& attention_bias = {}) const;
 
  private:
   TransformerConfig config_;

@@ -1,6 +1,7 @@
 #include "megatron/core/transformer/layers.h"
 
 #include <cmath>
+#include <limits>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Reduction.h>
@@ -10,11 +11,13 @@
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/relu.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
+#include <ATen/ops/softmax.h>
 #include <ATen/ops/zeros.h>
 
 namespace megatron::transformer {
@@ -58,8 +61,10 @@ class SdpaAttention : public CoreAttention {
   explicit SdpaAttention(double scale) : scale_(scale) {}
 
   at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
-                     double dropout_p, const at::Tensor& attention_mask) const override {
+                     double dropout_p, const at::Tensor& attention_mask,
+                     const at::Tensor& attention_bias) const override {
     const int64_t sq = q.size(2), sk = k.size(2);
+    if (attention_bias.defined()) return WithBias(q, k, v, mask, dropout_p, attention_mask, attention_bias);
     if (mask == AttnMask::kPadding) {
       TORCH_CHECK(attention_mask.defined() && attention_mask.scalar_type() == at::kBool,
                   "CoreAttention: a padding mask needs a boolean attention_mask (true = masked out)");
@@ -81,7 +86,35 @@ class SdpaAttention : public CoreAttention {
     return at::scaled_dot_product_attention(q, k, v, allowed, dropout_p, /*is_causal=*/false, scale_);
   }
 
+
  private:
+  // The unfused path (Megatron's local DotProductAttention): explicit scores, so that gradients reach the bias
+  // (T5's relative position table) through ordinary autograd ops. Softmax in fp32.
+  at::Tensor WithBias(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
+                      double dropout_p, const at::Tensor& attention_mask, const at::Tensor& bias) const {
+    const int64_t sq = q.size(2), sk = k.size(2);
+    at::Tensor allowed;  // boolean, broadcastable to the scores; undefined = everything allowed
+    if (mask == AttnMask::kPadding) {
+      TORCH_CHECK(attention_mask.defined() && attention_mask.scalar_type() == at::kBool,
+                  "CoreAttention: a padding mask needs a boolean attention_mask (true = masked out)");
+      allowed = attention_mask.logical_not();
+    } else if (mask == AttnMask::kCausal && sq > 1) {
+      TORCH_CHECK(sk >= sq, "CoreAttention: ", sk, " keys for ", sq, " queries");
+      allowed = at::ones({sq, sk}, q.options().dtype(at::kBool)).tril(sk - sq);
+    }
+    at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(at::kFloat) * scale_ + bias.to(at::kFloat);
+    at::Tensor any_allowed;
+    if (allowed.defined()) {
+      scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+      any_allowed = allowed.any(-1, /*keepdim=*/true);
+      // A row with nothing allowed would be NaN; give it zeros (see the class comment).
+      scores = scores.masked_fill(any_allowed.logical_not(), 0.0);
+    }
+    at::Tensor probs = at::dropout(at::softmax(scores, -1), dropout_p, dropout_p > 0).to(q.scalar_type());
+    at::Tensor out = at::matmul(probs, v);
+    return any_allowed.defined() ? out * any_allowed.to(out.scalar_type()) : out;
+  }
+
   double scale_;
 };
 
@@ -95,7 +128,7 @@ class Local : public BackendProvider {
   }
 
   std::unique_ptr<CoreAttention> MakeCoreAttention(const TransformerConfig& config) const override {
-    return std::make_unique<SdpaAttention>(1.0 / std::sqrt(static_cast<double>(config.kv_channels)));
+    return std::make_unique<SdpaAttention>(config.attention_scale());
   }
 
   at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const override {

@@ -71,11 +71,14 @@ class RMSNorm : public Norm {
 // sq positions (decoding with a KV cache) and the causal mask is offset accordingly.
 // kPadding: `attention_mask` is boolean, broadcastable to [b, np, sq, sk], true where a score is masked out
 // (Megatron's convention); a row masked everywhere gives zeros, not NaN.
+// `attention_bias` (optional, float, broadcastable to [b, np, sq, sk]) is added to the scaled scores before the
+// mask: T5's relative position bias. It may require grad (the bias table is a parameter).
 class CoreAttention {
  public:
   virtual ~CoreAttention() = default;
   virtual at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
-                             double dropout_p, const at::Tensor& attention_mask = {}) const = 0;
+                             double dropout_p, const at::Tensor& attention_mask = {},
+                             const at::Tensor& attention_bias = {}) const = 0;
 };
 
 class BackendProvider {

@@ -9,6 +9,16 @@
 // (the last chunk). Note [Pipeline initialisation]: the layers outside the range are still constructed and
 // dropped, one at a time, so that the default generator advances exactly as for the whole block and every kept
 // layer starts from the single-process weights (a pipeline run then equals the single-process run).
+//
+// Decoder layers of an encoder-decoder model (T5) add cross attention between self attention and the MLP
+// (WithCrossAttention::kYes; Megatron's pre_cross_attn_layernorm + cross_attention):
+//   x = x + dropout(cross_attention(pre_cross_attn_layernorm(x), memory))
+//
+// config.norm_placement == kPost gives the original (BERT) ordering instead, with its own parameter names so a
+// pre-norm checkpoint cannot load silently into a post-norm model:
+//   x = post_self_attn_layernorm(x + dropout(self_attention(x)))
+//   x = post_cross_attn_layernorm(x + dropout(cross_attention(x, memory)))   (decoder layers)
+//   x = post_mlp_layernorm(x + dropout(mlp(x)))
 #pragma once
 
 #include <vector>
@@ -16,6 +26,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "megatron/core/transformer/attention.h"
+#include "megatron/core/transformer/cross_attention.h"
 #include "megatron/core/transformer/layers.h"
 #include "megatron/core/transformer/mlp.h"
 #include "megatron/core/transformer/model_parallel.h"
@@ -23,20 +34,37 @@
 
 namespace megatron::transformer {
 
+enum class WithCrossAttention { kNo, kYes };
+
+// What a decoder layer attends to besides itself: the encoder output and its padding mask.
+struct CrossAttentionInput {
+  at::Tensor memory;       // [sk, b, h]
+  at::Tensor memory_mask;  // boolean, broadcastable to [b, np, sq, sk], true = masked out; or undefined
+};
+
 class TransformerLayer : public MegatronModule {
  public:
   TransformerLayer(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
-                   int layer_index, const ModelParallel& parallel = {});
-  // attention_mask: see SelfAttention::Forward (only for config.attn_mask_type == kPadding).
+                   int layer_index, const ModelParallel& parallel = {},
+                   WithCrossAttention cross = WithCrossAttention::kNo);
+  // attention_mask: see SelfAttention::Forward (only for config.attn_mask_type == kPadding);
+  // attention_bias: added to the self-attention scores (T5's relative position bias);
+  // cross: required by layers built WithCrossAttention::kYes, ignored otherwise.
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
-                     const at::Tensor& attention_mask = {}) const;
+                     const at::Tensor& attention_mask = {}, const at::Tensor& attention_bias = {},
+                     const CrossAttentionInput* cross = nullptr) const;
 
  private:
   TransformerConfig config_;
-  Norm* input_layernorm_;
+  Norm* input_layernorm_ = nullptr;  // pre-norm
   SelfAttention* self_attention_;
-  Norm* pre_mlp_layernorm_;
+  Norm* post_self_attn_layernorm_ = nullptr;  // post-norm
+  Norm* pre_cross_attn_layernorm_ = nullptr;  // pre-norm decoder layers
+  CrossAttention* cross_attention_ = nullptr;
+  Norm* post_cross_attn_layernorm_ = nullptr;  // post-norm decoder layers
+  Norm* pre_mlp_layernorm_ = nullptr;  // pre-norm
   MLP* mlp_;
+  Norm* post_mlp_layernorm_ = nullptr;  // post-norm
 };
 
 // The part of the block a pipeline chunk holds. Default: all of it.
@@ -49,16 +77,18 @@ struct BlockPart {
 class TransformerBlock : public MegatronModule {
  public:
   TransformerBlock(const TransformerConfig& config, std::shared_ptr<const BackendProvider> backend,
-                   const ModelParallel& parallel = {}, const BlockPart& part = {});
-  // attention_mask: see SelfAttention::Forward (only for config.attn_mask_type == kPadding).
+                   const ModelParallel& parallel = {}, const BlockPart& part = {},
+                   WithCrossAttention cross = WithCrossAttention::kNo);
+  // See TransformerLayer::Forward; every layer gets the same mask, bias and cross-attention input.
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
-                     const at::Tensor& attention_mask = {}) const;
+                     const at::Tensor& attention_mask = {}, const at::Tensor& attention_bias = {},
+                     const CrossAttentionInput* cross = nullptr) const;
 
  private:
   class LayerList : public MegatronModule {
    public:
     LayerList(const TransformerConfig& config, const std::shared_ptr<const BackendProvider>& backend,
-              const ModelParallel& parallel, int begin, int end);
+              const ModelParallel& parallel, int begin, int end, WithCrossAttention cross);
     std::vector<TransformerLayer*> layers;
   };
   LayerList* layers_;

@@ -24,6 +24,10 @@ double TransformerConfig::output_layer_init_std() const {
   return use_scaled_init_for_output_layers ? init_method_std / std::sqrt(2.0 * num_layers) : init_method_std;
 }
 
+double TransformerConfig::attention_scale() const {
+  return softmax_scale > 0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(kv_channels));
+}
+
 absl::Status TransformerConfig::Validate() const {
   if (num_layers <= 0) return FieldError("num_layers", absl::StrCat("must be positive, got ", num_layers));
   if (hidden_size <= 0) return FieldError("hidden_size", absl::StrCat("must be positive, got ", hidden_size));
@@ -56,6 +60,10 @@ absl::Status TransformerConfig::Validate() const {
   if (init_method_std <= 0) {
     return FieldError("init_method_std", absl::StrCat("must be positive, got ", init_method_std));
   }
+  if (softmax_scale < 0) {
+    return FieldError("softmax_scale", absl::StrCat("must be positive (or 0 for 1/sqrt(kv_channels)), got ",
+                                                    softmax_scale));
+  }
   if (layernorm_epsilon <= 0) {
     return FieldError("layernorm_epsilon", absl::StrCat("must be positive, got ", layernorm_epsilon));
   }
@@ -64,8 +72,8 @@ absl::Status TransformerConfig::Validate() const {
 
 std::string TransformerConfig::DebugString() const {
   static const char* kNorm[] = {"LayerNorm", "RMSNorm"};
-  static const char* kAct[] = {"gelu", "gelu_tanh", "swiglu", "relu"};
-  static const char* kPos[] = {"learned_absolute", "rope", "none"};
+  static const char* kAct[] = {"gelu", "gelu_tanh", "swiglu", "relu", "quick_gelu"};
+  static const char* kPos[] = {"learned_absolute", "rope", "none", "relative"};
   return absl::StrFormat(
       "layers=%d hidden=%d heads=%d groups=%d kv_channels=%d ffn=%d vocab=%d norm=%s act=%s pos=%s tied=%d "
       "bias=%d/%d dropout=%.3g/%.3g backend=%s",

@@ -21,7 +21,12 @@ enum class Activation { kGelu, kGeluTanh, kSwiGLU, kRelu, kQuickGelu };  // quic
 // Self-attention masking (Megatron's AttnMaskType): causal (GPT), padding (an explicit boolean mask, true =
 // masked out, as Megatron's attention_mask; BERT/T5 encoders), none (vision encoders).
 enum class AttnMask { kCausal, kNone, kPadding };
-enum class PositionEmbedding { kLearnedAbsolute, kRope, kNone };
+// kRelative: T5's bucketed relative position bias added to the attention scores (models/common/
+// relative_pos_embedding.h); the embedding then adds no positions.
+enum class PositionEmbedding { kLearnedAbsolute, kRope, kNone, kRelative };
+// Where a layer normalises. kPre (Megatron core): x + f(norm(x)), and the block ends with final_layernorm.
+// kPost (the original Transformer/BERT ordering, HuggingFace BERT): norm(x + f(x)), no final norm needed.
+enum class NormPlacement { kPre, kPost };
 // Which implementation builds each role of a layer (Megatron's BackendSpecProvider): kLocal = plain ATen,
 // kFused = our CUDA kernels where one exists for the role, ATen otherwise.
 enum class Backend { kLocal, kFused };
@@ -50,6 +55,10 @@ struct TransformerConfig {
   Backend backend = Backend::kLocal;
   AttnMask attn_mask_type = AttnMask::kCausal;
   bool final_layernorm = true;  // TransformerBlock ends with final_layernorm (Megatron's post_layer_norm)
+  NormPlacement norm_placement = NormPlacement::kPre;
+  // Attention score scale (Megatron's softmax_scale); 0 means 1/sqrt(kv_channels). T5 uses 1 (no scaling: its
+  // initialisation folds the scale into the query weights).
+  double softmax_scale = 0.0;
 
   bool gated_linear_unit() const { return activation == Activation::kSwiGLU; }
   int query_projection_size() const { return kv_channels * num_attention_heads; }
@@ -57,6 +66,7 @@ struct TransformerConfig {
   // Init std of the layers that write into the residual stream (linear_proj, linear_fc2): Megatron's
   // scaled_init_method_normal, std / sqrt(2 * num_layers), when use_scaled_init_for_output_layers.
   double output_layer_init_std() const;
+  double attention_scale() const;  // softmax_scale, or 1/sqrt(kv_channels) when it is 0
 
   // Returns InvalidArgument naming the first offending field (e.g. "model.num_attention_heads").
   absl::Status Validate() const;

@@ -14,7 +14,8 @@ LanguageModelEmbedding::Embedding::Embedding(int64_t num_embeddings, int64_t dim
 }
 
 LanguageModelEmbedding::LanguageModelEmbedding(const transformer::TransformerConfig& config,
-                                               const transformer::ModelParallel& parallel)
+                                               const transformer::ModelParallel& parallel,
+                                               const EmbeddingOptions& options)
     : config_(config), parallel_(parallel) {
   if (parallel.enabled()) {
     TORCH_CHECK(config.vocab_size % parallel.tp_size() == 0, "LanguageModelEmbedding: model.vocab_size=",
@@ -34,9 +35,18 @@ LanguageModelEmbedding::LanguageModelEmbedding(const transformer::TransformerCon
         "position_embeddings",
         std::make_unique<Embedding>(config.max_position_embeddings, config.hidden_size, config.init_method_std));
   }
+  if (options.num_tokentypes > 0) {
+    tokentype_embeddings_ = RegisterModule(
+        "tokentype_embeddings",
+        std::make_unique<Embedding>(options.num_tokentypes, config.hidden_size, config.init_method_std));
+  }
+  if (options.layernorm) {
+    layernorm_ = RegisterModule("layernorm", transformer::LocalBackend()->MakeNorm(config, config.hidden_size));
+  }
 }
 
-at::Tensor LanguageModelEmbedding::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids) const {
+at::Tensor LanguageModelEmbedding::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                                           const at::Tensor& tokentype_ids) const {
   TORCH_CHECK(input_ids.dim() == 2, "LanguageModelEmbedding: input_ids must be [b, s], got ", input_ids.sizes());
   at::Tensor h = word_embeddings_ != nullptr ? at::embedding(word_embeddings_->weight(), input_ids)
                                              : word_embeddings_tp_->Forward(input_ids);
@@ -49,6 +59,14 @@ at::Tensor LanguageModelEmbedding::Forward(const at::Tensor& input_ids, const at
     h = h + at::embedding(position_embeddings_->weight(), position_ids);
   }
   h = h.transpose(0, 1).contiguous();  // [b, s, h] -> [s, b, h]
+  TORCH_CHECK(tokentype_ids.defined() == (tokentype_embeddings_ != nullptr),
+              "LanguageModelEmbedding: tokentype_ids must be given exactly when the model has token types");
+  if (tokentype_embeddings_ != nullptr) {
+    TORCH_CHECK(tokentype_ids.sizes() == input_ids.sizes(), "LanguageModelEmbedding: tokentype_ids ",
+                tokentype_ids.sizes(), " must match input_ids ", input_ids.sizes());
+    h = h + at::embedding(tokentype_embeddings_->weight(), tokentype_ids).transpose(0, 1);
+  }
+  if (layernorm_ != nullptr) h = layernorm_->Forward(h);
   if (parallel_.enabled() && parallel_.sequence_parallel) {
     h = tensor_parallel::ScatterToSequenceParallelRegion(h, parallel_.tp);  // [s/tp, b, h]
   }

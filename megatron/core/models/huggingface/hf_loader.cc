@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "megatron/core/checkpointing/safetensors.h"
+#include "megatron/core/models/huggingface/hf_util.h"
 #include "megatron/core/proto/recipe.pb.h"
 #include "megatron/core/utils/file_io.h"
 
@@ -20,47 +21,13 @@ namespace {
 
 using transformer::TransformerConfig;
 
-absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
-  absl::StatusOr<std::string> text = utils::ReadFile(path);
-  if (!text.ok()) return text.status();
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
-  return j;
-}
+// The shared helpers under this file's historical names.
+absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) { return ReadJsonObject(path); }
 
-// Reads a required (or defaulted) numeric field, naming the file and field on error.
 template <typename T>
 absl::Status Get(const nlohmann::json& j, const std::string& path, const char* field, T* out,
                  std::optional<T> fallback = std::nullopt) {
-  auto it = j.find(field);
-  if (it == j.end() || it->is_null()) {
-    if (fallback) {
-      *out = *fallback;
-      return absl::OkStatus();
-    }
-    return absl::InvalidArgumentError(absl::StrCat(path, ": missing field \"", field, "\""));
-  }
-  if constexpr (std::is_same_v<T, bool>) {
-    if (!it->is_boolean()) return absl::InvalidArgumentError(absl::StrCat(path, ": field \"", field, "\" must be a boolean"));
-  } else {
-    if (!it->is_number()) return absl::InvalidArgumentError(absl::StrCat(path, ": field \"", field, "\" must be a number"));
-  }
-  *out = it->get<T>();
-  return absl::OkStatus();
-}
-
-// [ng*hpg*hn + 2*ng*hn] rows in HF order (all q heads, then all k heads, then all v heads) -> Megatron's grouped
-// order [ng, hpg+2, hn]. Works on weights [rows, in] and biases [rows].
-at::Tensor GroupQkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int ng) {
-  std::vector<int64_t> tail(q.sizes().begin() + 1, q.sizes().end());
-  auto grouped = [&](const at::Tensor& t) {
-    std::vector<int64_t> shape = {ng, t.size(0) / ng};
-    shape.insert(shape.end(), tail.begin(), tail.end());
-    return t.reshape(shape);
-  };
-  std::vector<int64_t> out_shape = {q.size(0) + k.size(0) + v.size(0)};
-  out_shape.insert(out_shape.end(), tail.begin(), tail.end());
-  return at::cat({grouped(q), grouped(k), grouped(v)}, 1).reshape(out_shape);
+  return GetJsonField<T>(j, path, field, out, fallback);
 }
 
 }  // namespace
@@ -286,30 +253,9 @@ absl::Status LoadHfWeights(const std::string& dir, GPTModel& model) {
   absl::StatusOr<HfModelInfo> info = ReadHfModelInfo(dir, proto::ModelConfig());
   if (!info.ok()) return info.status();
   info->config = model.config();  // shapes agree with config.json; the model's own flags decide tying
-  std::vector<std::string> files;
-  const std::string index_path = dir + "/model.safetensors.index.json";
-  if (utils::PathExists(index_path)) {
-    absl::StatusOr<nlohmann::json> index = ReadJson(index_path);
-    if (!index.ok()) return index.status();
-    auto map = index->find("weight_map");
-    if (map == index->end() || !map->is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing object field \"weight_map\""));
-    }
-    std::set<std::string> unique;
-    for (auto& [name, file] : map->items()) {
-      if (file.is_string()) unique.insert(file.get<std::string>());
-    }
-    for (const auto& f : unique) files.push_back(dir + "/" + f);
-  } else {
-    files.push_back(dir + "/model.safetensors");
-  }
-  std::map<std::string, at::Tensor> hf;
-  for (const auto& file : files) {
-    absl::StatusOr<std::map<std::string, at::Tensor>> tensors = checkpointing::LoadSafetensors(file);
-    if (!tensors.ok()) return tensors.status();
-    for (auto& [name, tensor] : *tensors) hf[name] = tensor.to(at::kFloat);
-  }
-  absl::StatusOr<std::map<std::string, at::Tensor>> converted = ConvertHfStateDict(hf, *info);
+  absl::StatusOr<std::map<std::string, at::Tensor>> hf = ReadHfTensors(dir);
+  if (!hf.ok()) return hf.status();
+  absl::StatusOr<std::map<std::string, at::Tensor>> converted = ConvertHfStateDict(*hf, *info);
   if (!converted.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, ": ", converted.status().message()));
   if (absl::Status s = model.LoadStateDict(*converted, transformer::LoadMode::kStrict); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(dir, ": ", s.message()));
