@@ -67,14 +67,11 @@ int main(int argc, char** argv) {
   }
   std::shared_ptr<megatron::distributed::DistributedContext> context;
   if (env->world_size > 1) {
-    if (recipe.training().device() != "cpu") {
-      std::fprintf(stderr, "pretrain: training.device=%s with %d ranks: NCCL is not implemented yet (multi-process "
-                   "runs use Gloo on training.device=cpu)\n", recipe.training().device().c_str(), env->world_size);
-      return 2;
-    }
+    // CUDA runs: NCCL for GPU tensors (Gloo keeps serving CPU tensors); needs a --config=cuda build.
+    const auto backend = recipe.training().device() == "cpu" ? megatron::distributed::Backend::kGloo
+                                                             : megatron::distributed::Backend::kNccl;
     // Generous timeout: rank 0 prepares the data (tokenizer training, tokenization) while the others wait.
-    auto ctx = megatron::distributed::InitDistributed(*env, megatron::distributed::Backend::kGloo,
-                                                      absl::Minutes(30));
+    auto ctx = megatron::distributed::InitDistributed(*env, backend, absl::Minutes(30));
     if (!ctx.ok()) {
       std::fprintf(stderr, "pretrain: %s\n", std::string(ctx.status().message()).c_str());
       return 1;

@@ -322,14 +322,16 @@ absl::StatusOr<Work> Group::ISend(const at::Tensor& tensor, int dst, int tag) {
   if (absl::Status s = impl_->CheckTensor("send", tensor); !s.ok()) return s;
   if (absl::Status s = impl_->CheckPeer("send", "dst", dst); !s.ok()) return s;
   if (dst == rank()) return absl::InvalidArgumentError(impl_->Prefix("send") + ": dst is this rank");
-  return Start(impl_, "send", {tensor}, [&](std::vector<at::Tensor>& t) { return impl_->backend->send(t, dst, tag); });
+  return Start(impl_, "send", {tensor},
+               [&](std::vector<at::Tensor>& t) { return impl_->For(tensor)->send(t, dst, tag); });
 }
 
 absl::StatusOr<Work> Group::IRecv(at::Tensor& tensor, int src, int tag) {
   if (absl::Status s = impl_->CheckTensor("recv", tensor); !s.ok()) return s;
   if (absl::Status s = impl_->CheckPeer("recv", "src", src); !s.ok()) return s;
   if (src == rank()) return absl::InvalidArgumentError(impl_->Prefix("recv") + ": src is this rank");
-  return Start(impl_, "recv", {tensor}, [&](std::vector<at::Tensor>& t) { return impl_->backend->recv(t, src, tag); });
+  return Start(impl_, "recv", {tensor},
+               [&](std::vector<at::Tensor>& t) { return impl_->For(tensor)->recv(t, src, tag); });
 }
 
 absl::StatusOr<Work> Group::IAllReduce(at::Tensor& tensor, ReduceOp op) {
@@ -340,7 +342,7 @@ absl::StatusOr<Work> Group::IAllReduce(at::Tensor& tensor, ReduceOp op) {
                   : op == ReduceOp::kMin ? c10d::ReduceOp::MIN
                                          : c10d::ReduceOp::SUM;  // Gloo has no AVG: sum, then divide
   return Start(impl_, "all_reduce", {tensor},
-               [&](std::vector<at::Tensor>& t) { return impl_->backend->allreduce(t, opts); },
+               [&](std::vector<at::Tensor>& t) { return impl_->For(tensor)->allreduce(t, opts); },
                op == ReduceOp::kAvg ? static_cast<double>(size()) : 1.0);
 }
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
@@ -137,10 +138,9 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
     return par;
   }
   distributed::DistributedContext& ctx = *options.distributed;
-  if (device.type() != at::kCPU && ctx.world_size() > 1) {
-    return absl::UnimplementedError(absl::StrCat("training.device: ", device.str(),
-                                                 " with several ranks needs NCCL; NCCL is not implemented yet "
-                                                 "(use training.device=cpu with Gloo)"));
+  if (device.type() == at::kCUDA && ctx.backend() != distributed::Backend::kNccl) {
+    return absl::InvalidArgumentError(absl::StrCat("training.device: ", device.str(), " with several ranks needs "
+                                                   "process groups with NCCL (InitDistributed(Backend::kNccl))"));
   }
   parallel_state::ParallelConfig config;
   config.world_size = ctx.world_size();
@@ -283,6 +283,11 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   const auto& t = recipe.training();
   absl::StatusOr<at::Device> device = ParseDevice(t.device());
   if (!device.ok()) return device.status();
+  if (device->is_cuda() && !device->has_index() && options.distributed != nullptr) {
+    // One GPU per rank: "cuda" means this rank's LOCAL_RANK device.
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(options.distributed->local_rank()));
+  }
+  if (device->is_cuda()) c10::impl::VirtualGuardImpl(at::kCUDA).setDevice(*device);
   absl::StatusOr<Parallelism> parallelism = SetUpParallelism(recipe, options, *device);
   if (!parallelism.ok()) return parallelism.status();
   const Parallelism& par = *parallelism;
