@@ -223,14 +223,14 @@ std::vector<MultimodalSample> GenerateSyntheticSplit(const SyntheticDatasetConfi
   const int wanted = held_out ? config.num_valid : config.num_train;
   const std::string prefix = held_out ? "valid" : "train";
   std::vector<MultimodalSample> samples;
-  int index = 0;  // over both splits, so the sample kind mix is the same in each
   while (static_cast<int>(samples.size()) < wanted) {
     const Scene scene = RandomScene(rng);
     image::Image img = RenderScene(scene, config.image_size, rng);
+    // Scenes of the other split are skipped before any further draws; each split's stream is deterministic.
+    if (IsHeldOut(scene) != held_out) continue;
     const std::vector<QuestionAnswer> all = AllQuestions(scene);
-    // Draw every random choice whether or not the sample is kept, so both splits come from one stream.
     MultimodalSample s;
-    const int kind = index++ % 3;
+    const int kind = static_cast<int>(samples.size()) % 3;
     if (kind == 0) {
       s.kind = SampleKind::kCaption;
       s.caption = Caption(scene);
@@ -252,7 +252,6 @@ std::vector<MultimodalSample> GenerateSyntheticSplit(const SyntheticDatasetConfi
         s.question_types.push_back(q.type);
       }
     }
-    if (IsHeldOut(scene) != held_out) continue;
     char key[32];
     std::snprintf(key, sizeof(key), "%s_%07d", prefix.c_str(), static_cast<int>(samples.size()));
     s.key = key;
