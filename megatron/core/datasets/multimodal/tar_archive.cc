@@ -72,7 +72,7 @@ std::string PaxPath(const std::string& records) {
     const size_t space = records.find(' ', pos);
     if (space == std::string::npos) break;
     const size_t len = std::strtoull(records.substr(pos, space - pos).c_str(), nullptr, 10);
-    if (len == 0 || pos + len > records.size()) break;
+    if (len == 0 || pos + len > records.size() || space + 1 >= pos + len) break;  // malformed: stop
     const std::string record = records.substr(space + 1, pos + len - space - 2);  // without the trailing '\n'
     if (record.rfind("path=", 0) == 0) path = record.substr(5);
     pos += len;

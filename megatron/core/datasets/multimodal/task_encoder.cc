@@ -233,6 +233,45 @@ MultimodalBatch TaskEncoder::PackedBatch(const std::vector<EncodedSample>& sampl
   return batch;
 }
 
+absl::StatusOr<MultimodalBatch> TaskEncoder::EncodePrompt(const std::vector<image::Image>& images,
+                                                          const std::string& user_text) const {
+  MultimodalSample sample;
+  sample.key = "prompt";
+  sample.kind = SampleKind::kConversation;
+  sample.conversation = {{Role::kUser, user_text}};
+  sample.images = images;
+  absl::StatusOr<std::vector<Turn>> turns = ToConversation(sample);
+  if (!turns.ok()) return turns.status();
+  EncodedSample e;
+  e.key = sample.key;
+  e.tokens = chat_.EncodePrompt(*turns);
+  e.target.assign(e.tokens.size(), kIgnoreIndex);
+  for (const image::Image& img : images) {
+    const at::Tensor tiles = ImageTiles(img);
+    e.num_tiles.push_back(static_cast<int32_t>(tiles.size(0)));
+    for (int64_t t = 0; t < tiles.size(0); ++t) e.tiles.push_back(tiles[t]);
+  }
+  TaskEncoderConfig unpadded = config_;
+  unpadded.batch_seq_length = 0;
+  return TaskEncoder(chat_, unpadded).Batch({e});
+}
+
+absl::StatusOr<std::vector<MultimodalBatch>> PackIntoBatches(const TaskEncoder& encoder,
+                                                             const std::vector<EncodedSample>& samples,
+                                                             int64_t capacity) {
+  std::vector<int64_t> sizes;
+  for (const EncodedSample& s : samples) sizes.push_back(s.total_len);
+  absl::StatusOr<std::vector<std::vector<int>>> packs = GreedyKnapsack(sizes, capacity);
+  if (!packs.ok()) return packs.status();
+  std::vector<MultimodalBatch> batches;
+  for (const std::vector<int>& pack : *packs) {
+    std::vector<EncodedSample> members;
+    for (int i : pack) members.push_back(samples[i]);
+    batches.push_back(encoder.PackedBatch(members));
+  }
+  return batches;
+}
+
 absl::StatusOr<std::vector<std::vector<int>>> GreedyKnapsack(const std::vector<int64_t>& sizes, int64_t capacity) {
   std::vector<int> order(sizes.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);

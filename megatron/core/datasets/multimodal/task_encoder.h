@@ -86,6 +86,12 @@ class TaskEncoder {
   // Tiles for one image as encoded (used by generation too): [n, 3, H, W].
   at::Tensor ImageTiles(const image::Image& img) const;
 
+  // A generation prompt: the system turn (if configured), one user turn with the images' tags (missing tags
+  // prepended as in training) and the text, then "<|im_start|>assistant\n". Returns a batch of one row with
+  // labels all kIgnoreIndex and loss_mask 0; generation stops at chat().im_end_id().
+  absl::StatusOr<MultimodalBatch> EncodePrompt(const std::vector<image::Image>& images,
+                                               const std::string& user_text) const;
+
   const ChatTemplate& chat() const { return chat_; }
   const TaskEncoderConfig& config() const { return config_; }
 
@@ -93,6 +99,12 @@ class TaskEncoder {
   ChatTemplate chat_;
   TaskEncoderConfig config_;
 };
+
+// Packs encoded samples into rows of at most `capacity` combined positions (GreedyKnapsack on total_len), one
+// PackedBatch per pack, in pack order.
+absl::StatusOr<std::vector<MultimodalBatch>> PackIntoBatches(const TaskEncoder& encoder,
+                                                             const std::vector<EncodedSample>& samples,
+                                                             int64_t capacity);
 
 // Megatron's greedy_knapsack: items sorted by size; each pack repeatedly takes the largest remaining item that
 // still fits. Returns the packs as item indices (into `sizes`). Errors if an item exceeds the capacity.

@@ -263,5 +263,34 @@ TEST(PackingTest, PackedBatchKeepsSamplesApart) {
   EXPECT_EQ(p.loss_mask.sum().item<float>(), 6.0f);
 }
 
+TEST(PackingTest, PackIntoBatchesRespectsCapacity) {
+  const TaskEncoder encoder(FixtureChat(), SmallConfig());
+  std::vector<EncodedSample> encoded;
+  for (int i = 0; i < 5; ++i) encoded.push_back(*encoder.Encode(Vqa("s" + std::to_string(i), i % 3)));
+  const int64_t capacity = encoded[2].total_len + encoded[0].total_len;
+  absl::StatusOr<std::vector<MultimodalBatch>> batches = PackIntoBatches(encoder, encoded, capacity);
+  ASSERT_TRUE(batches.ok()) << batches.status();
+  size_t samples = 0;
+  for (const MultimodalBatch& b : *batches) {
+    EXPECT_LE(b.cu_lengths[-1].item<int32_t>(), capacity);
+    samples += b.keys.size();
+  }
+  EXPECT_EQ(samples, 5u);
+  EXPECT_LT(batches->size(), 5u);
+  EXPECT_FALSE(PackIntoBatches(encoder, encoded, 10).ok());
+}
+
+TEST(TaskEncoderTest, GenerationPrompt) {
+  const nlohmann::json f = ChatFixture();
+  const TaskEncoder encoder(FixtureChat(), SmallConfig());
+  absl::StatusOr<MultimodalBatch> p = encoder.EncodePrompt({image::Image(9, 9, 5)}, "What colour is the circle?");
+  ASSERT_TRUE(p.ok()) << p.status();
+  // The fixture's prompt: system + "<image>\nWhat colour is the circle?" + generation prompt, via transformers.
+  EXPECT_EQ(Row(p->tokens, 0), Ints(f["prompt_ids"]));
+  EXPECT_EQ(p->loss_mask.sum().item<float>(), 0.0f);
+  EXPECT_EQ(p->images.size(0), 1);
+  EXPECT_EQ(p->num_image_tiles.numel(), 1);
+}
+
 }  // namespace
 }  // namespace megatron::datasets::multimodal
