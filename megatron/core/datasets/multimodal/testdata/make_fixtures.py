@@ -7,6 +7,9 @@ transformers (references nobody here wrote).
   pax.tar               tarfile's default (PAX) format: a directory, a 120-byte name (pax 'path' record), a
                         member in a subdirectory, an empty member
   gnu.tar               tarfile GNU_FORMAT, short names
+  webdataset.tar        a shard as a Python WebDataset writer would make it (tarfile, PAX format): a JPEG caption
+                        sample with an extra .txt member, a two-image PNG conversation, a text-only VQA sample;
+                        webdataset.json holds the samples' decoded pixels' sums (PIL) for the image checks
   chat_tokenizer.json   a byte-level BPE trained by HF tokenizers with the chat special tokens
   chat.json             a conversation, its rendering by transformers' apply_chat_template with Qwen2's ChatML
                         template, HF's token ids for it, and the Megatron-rule target (loss on assistant turns
@@ -49,6 +52,33 @@ def main():
     write_tar(os.path.join(HERE, "pax.tar"), [(long_name, b"long"), ("sub/a.json", b"{}"), ("e.json", b"")],
               tarfile.PAX_FORMAT, extra=[d])
     write_tar(os.path.join(HERE, "gnu.tar"), MEMBERS[:2], tarfile.GNU_FORMAT)
+
+    from PIL import Image
+    import numpy as np
+    rng = np.random.RandomState(0)
+    imgs = {n: rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8) for n, (h, w) in
+            {"s0.jpg": (12, 20), "s1.0.png": (5, 7), "s1.1.png": (9, 4)}.items()}
+    members, sums = [], {}
+    for name in ["s0.jpg", "s0.json", "s0.txt", "s1.0.png", "s1.1.png", "s1.json", "s2.json"]:
+        if name in imgs:
+            buf = io.BytesIO()
+            Image.fromarray(imgs[name]).save(buf, format="JPEG" if name.endswith("jpg") else "PNG", quality=95,
+                                             subsampling=0)
+            data = buf.getvalue()
+            decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            sums[name] = {"shape": list(decoded.shape), "sum": int(decoded.astype(np.int64).sum())}
+        elif name == "s0.json":
+            data = json.dumps({"kind": "caption", "caption": "noise", "source": "fixture"}).encode()
+        elif name == "s0.txt":
+            data = b"ignored"
+        elif name == "s1.json":
+            data = json.dumps({"kind": "conversation", "conversations": [
+                {"from": "human", "value": "<image>\n<image>\nSame?"}, {"from": "gpt", "value": "no"}]}).encode()
+        else:
+            data = json.dumps({"kind": "vqa", "question": "2+2?", "answer": "4"}).encode()
+        members.append((name, data))
+    write_tar(os.path.join(HERE, "webdataset.tar"), members, tarfile.PAX_FORMAT)
+    json.dump(sums, open(os.path.join(HERE, "webdataset.json"), "w"), indent=1)
 
     corpus = ["Answer the questions.", "Describe the image.", "What colour is the circle?", "red", "blue",
               "a red circle at top left and a blue square at centre.", "user", "assistant", "system"] * 20
