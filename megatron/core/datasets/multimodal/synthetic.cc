@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <map>
 #include <utility>
 
@@ -94,6 +95,52 @@ std::string NormalizeAnswer(const std::string& text) {
   while (e > b && (std::isspace(static_cast<unsigned char>(text[e - 1])) || text[e - 1] == '.')) --e;
   std::string out = text.substr(b, e - b);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+void AnswerTally::Add(const std::string& type, const std::string& prediction, const std::string& answer) {
+  results_.push_back({type, NormalizeAnswer(prediction) == NormalizeAnswer(answer)});
+}
+
+std::vector<AnswerTally::Row> AnswerTally::Rows() const {
+  std::vector<std::string> types = QuestionTypes();
+  for (const auto& [t, ok] : results_) {
+    if (std::find(types.begin(), types.end(), t) == types.end()) types.push_back(t);
+  }
+  std::vector<Row> rows;
+  Row all{"all"};
+  for (const std::string& t : types) {
+    Row r{t};
+    for (const auto& [type, ok] : results_) {
+      if (type != t) continue;
+      ++r.total;
+      r.correct += ok;
+    }
+    if (r.total == 0) continue;
+    r.accuracy = static_cast<double>(r.correct) / r.total;
+    r.chance = ChanceAccuracy(t);
+    all.correct += r.correct;
+    all.total += r.total;
+    all.chance += r.chance * r.total;
+    rows.push_back(r);
+  }
+  if (all.total > 0) {
+    all.accuracy = static_cast<double>(all.correct) / all.total;
+    all.chance /= all.total;
+  }
+  rows.push_back(all);
+  return rows;
+}
+
+std::string AnswerTally::Table() const {
+  std::string out = "question type   correct / total   accuracy   chance\n";
+  for (const Row& r : Rows()) {
+    char line[128];
+    std::snprintf(line, sizeof(line), "%-14s %8lld / %-6lld %9.1f%% %7.1f%%\n", r.type.c_str(),
+                  static_cast<long long>(r.correct), static_cast<long long>(r.total), 100 * r.accuracy,
+                  100 * r.chance);
+    out += line;
+  }
   return out;
 }
 

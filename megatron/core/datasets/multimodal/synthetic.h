@@ -69,6 +69,26 @@ double ChanceAccuracy(const std::string& question_type);
 // Lower-cased, trimmed, trailing '.' dropped: what exact-match scoring compares.
 std::string NormalizeAnswer(const std::string& text);
 
+// Exact-match accuracy per question type against the chance level, for evaluations on the held-out split.
+class AnswerTally {
+ public:
+  // Compares NormalizeAnswer(prediction) with NormalizeAnswer(answer).
+  void Add(const std::string& question_type, const std::string& prediction, const std::string& answer);
+
+  struct Row {
+    std::string type;  // a question type, or "all"
+    int64_t correct = 0, total = 0;
+    double accuracy = 0, chance = 0;  // "all": chance is the mean chance over the questions asked
+  };
+  // Types in QuestionTypes() order (then unknown types by name), those with questions only, then "all".
+  std::vector<Row> Rows() const;
+  // A printable table of Rows().
+  std::string Table() const;
+
+ private:
+  std::vector<std::pair<std::string, bool>> results_;
+};
+
 struct QuestionAnswer {
   std::string type, question, answer;
 };

@@ -76,6 +76,26 @@ TEST(SyntheticTest, ChanceLevels) {
   EXPECT_EQ(NormalizeAnswer("  Red.\n"), "red");
 }
 
+TEST(SyntheticTest, AnswerTallyPerTypeAndOverall) {
+  AnswerTally tally;
+  tally.Add("colour", " Red.", "red");
+  tally.Add("colour", "blue", "red");
+  tally.Add("exists", "yes", "yes");
+  tally.Add("riddle", "x", "x");
+  const std::vector<AnswerTally::Row> rows = tally.Rows();
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0].type, "colour");
+  EXPECT_EQ(rows[0].correct, 1);
+  EXPECT_EQ(rows[0].total, 2);
+  EXPECT_DOUBLE_EQ(rows[0].chance, 0.25);
+  EXPECT_EQ(rows[1].type, "exists");
+  EXPECT_EQ(rows[2].type, "riddle");
+  EXPECT_EQ(rows[3].type, "all");
+  EXPECT_DOUBLE_EQ(rows[3].accuracy, 0.75);
+  EXPECT_DOUBLE_EQ(rows[3].chance, (0.25 * 2 + 0.5 + 0) / 4);
+  EXPECT_NE(tally.Table().find("colour"), std::string::npos);
+}
+
 TEST(SyntheticTest, DeterministicWithDisjointSplits) {
   SyntheticDatasetConfig c;
   c.num_train = 300;
