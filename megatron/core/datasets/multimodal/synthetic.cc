@@ -317,6 +317,30 @@ std::vector<std::string> SyntheticTokenizerCorpus(const SyntheticDatasetConfig& 
   return docs;
 }
 
+namespace {
+
+nlohmann::json ConfigJson(const SyntheticDatasetConfig& c) {
+  return {{"image_size", c.image_size},         {"num_train", c.num_train},
+          {"num_valid", c.num_valid},           {"samples_per_shard", c.samples_per_shard},
+          {"seed", c.seed},                     {"tokenizer_vocab_size", c.tokenizer_vocab_size},
+          {"system_message", c.system_message}, {"caption_prompt", c.caption_prompt}};
+}
+
+}  // namespace
+
+absl::Status EnsureSyntheticDataset(const std::string& dir, const SyntheticDatasetConfig& config, bool* written) {
+  if (written != nullptr) *written = false;
+  absl::StatusOr<std::string> existing = utils::ReadFile(absl::StrCat(dir, "/dataset.json"));
+  if (existing.ok()) {
+    const nlohmann::json info = nlohmann::json::parse(*existing, nullptr, /*allow_exceptions=*/false);
+    if (!info.is_discarded() && info.is_object() && info.contains("config") && info["config"] == ConfigJson(config)) {
+      return absl::OkStatus();
+    }
+  }
+  if (written != nullptr) *written = true;
+  return WriteSyntheticDataset(dir, config);
+}
+
 absl::Status WriteSyntheticDataset(const std::string& dir, const SyntheticDatasetConfig& config) {
   if (config.image_size < 12 || config.num_train <= 0 || config.num_valid <= 0 || config.samples_per_shard <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("synthetic dataset: need image_size >= 12 and positive sample "
@@ -350,6 +374,7 @@ absl::Status WriteSyntheticDataset(const std::string& dir, const SyntheticDatase
       info["tokenizer"] = {{"file", "tokenizer.json"}, {"vocab_size", tok->vocab_size()}};
     }
   }
+  info["config"] = ConfigJson(config);
   info["image_size"] = config.image_size;
   info["seed"] = config.seed;
   info["system_message"] = config.system_message;

@@ -109,7 +109,13 @@ std::vector<MultimodalSample> GenerateSyntheticSplit(const SyntheticDatasetConfi
 std::vector<std::string> SyntheticTokenizerCorpus(const SyntheticDatasetConfig& config,
                                                   const std::vector<MultimodalSample>& train);
 
-// Writes the whole dataset into dir (created if missing); see above.
+// Writes the whole dataset into dir (created if missing); see above. dataset.json is written last, so its
+// presence marks a complete dataset.
 absl::Status WriteSyntheticDataset(const std::string& dir, const SyntheticDatasetConfig& config);
+
+// What recipes call at start: writes the dataset unless dir/dataset.json already records the same config.
+// Sets *written (if given) to whether it wrote.
+absl::Status EnsureSyntheticDataset(const std::string& dir, const SyntheticDatasetConfig& config,
+                                    bool* written = nullptr);
 
 }  // namespace megatron::datasets::multimodal

@@ -134,7 +134,11 @@ TEST(SyntheticTest, WrittenDatasetLoadsAndEncodes) {
   c.num_valid = 10;
   c.samples_per_shard = 16;
   c.tokenizer_vocab_size = 400;
-  ASSERT_TRUE(WriteSyntheticDataset(dir, c).ok());
+  bool written = false;
+  ASSERT_TRUE(EnsureSyntheticDataset(dir, c, &written).ok());
+  EXPECT_TRUE(written);
+  ASSERT_TRUE(EnsureSyntheticDataset(dir, c, &written).ok());
+  EXPECT_FALSE(written) << "same config: kept";
   EXPECT_EQ(ListShards(dir, "train")->size(), 3u);
   EXPECT_EQ(ListShards(dir, "valid")->size(), 1u);
   absl::StatusOr<std::vector<MultimodalSample>> train = ReadShards(dir, "train");
@@ -224,6 +228,10 @@ TEST(SyntheticTest, WrittenDatasetLoadsAndEncodes) {
   }
   EXPECT_EQ(seen.size(), 40u);
   EXPECT_EQ(MultimodalLoader::Open(dir, "test", encoder, lc).status().code(), absl::StatusCode::kNotFound);
+
+  c.seed = 99;  // a different config is rewritten
+  ASSERT_TRUE(EnsureSyntheticDataset(dir, c, &written).ok());
+  EXPECT_TRUE(written);
 }
 
 }  // namespace
