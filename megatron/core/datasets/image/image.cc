@@ -20,8 +20,8 @@ absl::StatusOr<Image> DecodeImage(std::string_view bytes, const std::string& nam
     return absl::InvalidArgumentError(absl::StrCat(name, ": image of ", bytes.size(), " bytes is too large"));
   }
   int width = 0, height = 0, channels_in_file = 0;
-  // stb_image keeps its failure reason in a global; decoding runs single-threaded per loader, and the reason
-  // is only read right after a failure, so a racing thread can at worst blur the message, never the result.
+  // stb_image keeps its failure reason in a global: with concurrent decodes the message could come from another
+  // thread's failure, but the result (pixels or NULL) is always this call's.
   stbi_uc* data = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
                                         &width, &height, &channels_in_file, /*desired_channels=*/3);
   if (data == nullptr) {
