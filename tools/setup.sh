@@ -18,6 +18,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev  # tests
   libbenchmark-dev libbenchmark-tools # benchmarks and compare.py
   nlohmann-json3-dev         # config.json, safetensors headers
+  libstb-dev                 # image decode (JPEG/PNG) and PNG encode for multimodal data
   fortunes                   # the embedded default corpus (about 2.8 MB of English text)
 )
 
