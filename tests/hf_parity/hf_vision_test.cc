@@ -180,6 +180,18 @@ TEST(HfVisionFullModel, ShardedCheckpointWithTextTower) {
   EXPECT_LE(RelativeError(m.model->Forward(expected.at("pixel_values")), expected.at("last_hidden_state")), kRelTol);
 }
 
+TEST(HfVisionWeights, ShapeMismatchIsNamed) {
+  auto info = models::huggingface::ReadHfVisionInfo(kTestdata + "clip_vision");
+  ASSERT_TRUE(info.ok()) << info.status();
+  models::vision::VisionConfig c = info->config;
+  c.transformer.ffn_hidden_size = 40;
+  auto model = models::vision::CLIPViTModel::Create(c);
+  ASSERT_TRUE(model.ok());
+  absl::Status s = models::huggingface::LoadHfVisionWeights(kTestdata + "clip_vision", **model);
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.message(), "mlp.linear_fc1.weight")) << s;
+}
+
 TEST(HfVisionConfig, ErrorsNameTheFileAndField) {
   const std::string dir = ::testing::TempDir() + "/bad_vision";
   ASSERT_TRUE(utils::MakeDirectories(dir).ok());

@@ -176,21 +176,27 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ConvertHfVisionStateDict(
   return out;
 }
 
-absl::StatusOr<HfVisionModel> LoadHfVisionModel(const std::string& dir) {
-  absl::StatusOr<HfVisionInfo> info = ReadHfVisionInfo(dir);
-  if (!info.ok()) return info.status();
+absl::Status LoadHfVisionWeights(const std::string& dir, vision::CLIPViTModel& model,
+                                 std::map<std::string, at::Tensor>* extras) {
   absl::StatusOr<std::map<std::string, at::Tensor>> tensors = ReadHfTensors(dir);
   if (!tensors.ok()) return tensors.status();
   for (auto& [name, t] : *tensors) t = t.to(at::kFloat);
-  HfVisionModel out;
   absl::StatusOr<std::map<std::string, at::Tensor>> converted =
-      ConvertHfVisionStateDict(*tensors, info->config, &out.extras);
+      ConvertHfVisionStateDict(*tensors, model.config(), extras);
   if (!converted.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, ": ", converted.status().message()));
-  absl::StatusOr<std::unique_ptr<vision::CLIPViTModel>> model = vision::CLIPViTModel::Create(info->config);
-  if (!model.ok()) return model.status();
-  if (absl::Status s = (*model)->LoadStateDict(*converted, transformer::LoadMode::kStrict); !s.ok()) {
+  if (absl::Status s = model.LoadStateDict(*converted, transformer::LoadMode::kStrict); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(dir, ": ", s.message()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<HfVisionModel> LoadHfVisionModel(const std::string& dir) {
+  absl::StatusOr<HfVisionInfo> info = ReadHfVisionInfo(dir);
+  if (!info.ok()) return info.status();
+  absl::StatusOr<std::unique_ptr<vision::CLIPViTModel>> model = vision::CLIPViTModel::Create(info->config);
+  if (!model.ok()) return model.status();
+  HfVisionModel out;
+  if (absl::Status s = LoadHfVisionWeights(dir, **model, &out.extras); !s.ok()) return s;
   out.model = std::move(*model);
   return out;
 }

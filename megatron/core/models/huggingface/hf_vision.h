@@ -61,6 +61,11 @@ struct HfVisionModel {
 // Builds the model from config.json and loads every weight (strict), as float32.
 absl::StatusOr<HfVisionModel> LoadHfVisionModel(const std::string& dir);
 
+// Loads the weights of <dir> into an existing single-process `model` (strict; shapes must match config.json's).
+// `extras` receives the pooler-only tensors when given.
+absl::Status LoadHfVisionWeights(const std::string& dir, vision::CLIPViTModel& model,
+                                 std::map<std::string, at::Tensor>* extras = nullptr);
+
 // Megatron -> HF names ("vision_model." prefix, which every transformers version loads). CLIP's post_layernorm
 // and SigLIP's head come from `extras`; without them CLIP gets an identity post_layernorm (weight 1, bias 0) and
 // SigLIP is exported with vision_use_head = false.
