@@ -140,20 +140,22 @@ TEST(HfVisionExtras, PoolerOnlyTensorsAreKept) {
   EXPECT_EQ(siglip.extras.count("head.probe"), 1u);
 }
 
-// A full CLIPModel directory: config with vision_config, the text tower and logit scale in the checkpoint,
-// "vision_model." prefixes, and two shards named by model.safetensors.index.json.
-TEST(HfVisionFullModel, ShardedCheckpointWithTextTower) {
-  const std::string src = kTestdata + "clip_vision";
-  const std::string dir = ::testing::TempDir() + "/full_clip";
+// A full CLIPModel / SiglipModel directory: config with vision_config, the text tower, projections and logit
+// scale/bias in the checkpoint, "vision_model." prefixes, and two shards named by model.safetensors.index.json.
+class HfVisionFullModel : public HfVision {};
+
+TEST_P(HfVisionFullModel, ShardedCheckpointWithTextTower) {
+  const bool clip = GetParam() == "clip_vision";
+  const std::string dir = ::testing::TempDir() + "/full_" + GetParam();
   ASSERT_TRUE(utils::MakeDirectories(dir).ok());
-  auto vision_config = utils::ReadFile(src + "/config.json");
+  auto vision_config = utils::ReadFile(this->dir() + "/config.json");
   ASSERT_TRUE(vision_config.ok());
-  nlohmann::json config = {{"model_type", "clip"},
-                           {"architectures", {"CLIPModel"}},
+  nlohmann::json config = {{"model_type", clip ? "clip" : "siglip"},
+                           {"architectures", {clip ? "CLIPModel" : "SiglipModel"}},
                            {"vision_config", nlohmann::json::parse(*vision_config)},
                            {"text_config", {{"hidden_size", 8}}}};
   ASSERT_TRUE(utils::WriteFileAtomically(dir + "/config.json", config.dump()).ok());
-  auto tensors = Load(src + "/model.safetensors");
+  auto tensors = Load(this->dir() + "/model.safetensors");
   std::map<std::string, at::Tensor> shard[2];
   nlohmann::json weight_map;
   int i = 0;
@@ -164,8 +166,13 @@ TEST(HfVisionFullModel, ShardedCheckpointWithTextTower) {
   }
   shard[0]["text_model.embeddings.token_embedding.weight"] = at::zeros({4, 8});
   shard[1]["logit_scale"] = at::zeros({});
-  shard[1]["visual_projection.weight"] = at::zeros({8, 32});
+  shard[1][clip ? "visual_projection.weight" : "logit_bias"] = at::zeros({clip ? 8 : 1});
   for (int s = 0; s < 2; ++s) {
+    for (const auto& [name, t] : shard[s]) {
+      if (!absl::StartsWith(name, "vision_model.")) {
+        weight_map[name] = "model-0000" + std::to_string(s + 1) + "-of-00002.safetensors";
+      }
+    }
     ASSERT_TRUE(checkpointing::SaveSafetensors(dir + "/model-0000" + std::to_string(s + 1) + "-of-00002.safetensors",
                                                shard[s])
                     .ok());
@@ -175,10 +182,12 @@ TEST(HfVisionFullModel, ShardedCheckpointWithTextTower) {
                   .ok());
   HfVisionModel m = LoadModel(dir);
   ASSERT_NE(m.model, nullptr);
-  auto expected = Load(src + "/expected.safetensors");
+  auto expected = Load(this->dir() + "/expected.safetensors");
   at::NoGradGuard no_grad;
   EXPECT_LE(RelativeError(m.model->Forward(expected.at("pixel_values")), expected.at("last_hidden_state")), kRelTol);
 }
+
+INSTANTIATE_TEST_SUITE_P(Models, HfVisionFullModel, ::testing::Values("clip_vision", "siglip_vision"));
 
 TEST(HfVisionWeights, ShapeMismatchIsNamed) {
   auto info = models::huggingface::ReadHfVisionInfo(kTestdata + "clip_vision");
