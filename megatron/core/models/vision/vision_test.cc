@@ -259,6 +259,15 @@ TEST(VisionConfig, SiglipAllowsAPartialPatchRemainder) {
   EXPECT_LE(RelativeError((*model)->Forward(images), ReferenceForward(**model, images)), 1e-5);
 }
 
+TEST(VisionConfig, PresetsDescribeThemselves) {
+  EXPECT_NE(ClipVitL14Config().transformer.DebugString().find("act=quick_gelu"), std::string::npos);
+  EXPECT_NE(SiglipSo400mConfig().transformer.DebugString().find("act=gelu_tanh"), std::string::npos);
+  EXPECT_EQ(ClipVitL14Config().seq_length(), 577);
+  EXPECT_EQ(SiglipSo400mConfig().seq_length(), 729);
+  EXPECT_TRUE(ClipVitL14Config().Validate().ok());
+  EXPECT_TRUE(SiglipSo400mConfig().Validate().ok());
+}
+
 TEST(VisionConfig, ErrorsNameTheField) {
   VisionConfig c = TinyVision(VisionSubtype::kClip);
   c.img_h = 10;
