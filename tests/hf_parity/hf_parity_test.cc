@@ -1,6 +1,7 @@
 // The core GPT model against HuggingFace transformers on tiny random models (fixtures made by
 // make_fixtures.py with transformers/PyTorch): logits, per-token loss, and the gradient of every parameter.
-// GPT-2 covers LayerNorm + gelu_new + learned positions + tied output; Llama covers RMSNorm + SwiGLU + RoPE + GQA.
+// GPT-2 covers LayerNorm + gelu_new + learned positions + tied output; Llama covers RMSNorm + SwiGLU + RoPE + GQA;
+// Qwen2 adds q/k/v biases and tied embeddings (fixture: make_vision_fixtures.py).
 #include <map>
 #include <string>
 
@@ -89,7 +90,7 @@ TEST_P(HfParity, LossAndEveryGradientMatch) {
   EXPECT_EQ(checked, static_cast<int>(expected_grads->size()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, HfParity, ::testing::Values("gpt2", "llama"));
+INSTANTIATE_TEST_SUITE_P(Models, HfParity, ::testing::Values("gpt2", "llama", "qwen2"));
 
 TEST(HfConfig, ErrorsNameTheFileAndField) {
   const std::string dir = ::testing::TempDir() + "/bad_hf";

@@ -72,7 +72,7 @@ absl::Status TransformerConfig::Validate() const {
 
 std::string TransformerConfig::DebugString() const {
   static const char* kNorm[] = {"LayerNorm", "RMSNorm"};
-  static const char* kAct[] = {"gelu", "gelu_tanh", "swiglu", "relu", "quick_gelu"};
+  static const char* kAct[] = {"gelu", "gelu_tanh", "swiglu", "relu", "quick_gelu"};  // Activation order
   static const char* kPos[] = {"learned_absolute", "rope", "none", "relative"};
   return absl::StrFormat(
       "layers=%d hidden=%d heads=%d groups=%d kv_channels=%d ffn=%d vocab=%d norm=%s act=%s pos=%s tied=%d "

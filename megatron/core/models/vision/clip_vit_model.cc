@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <optional>
+#include <utility>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
@@ -9,17 +10,31 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/randn.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace megatron::models::vision {
 
-absl::StatusOr<std::unique_ptr<CLIPViTModel>> CLIPViTModel::Create(const VisionConfig& config) {
+absl::StatusOr<std::unique_ptr<CLIPViTModel>> CLIPViTModel::Create(const VisionConfig& config,
+                                                                   const transformer::ModelParallel& parallel) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
+  const int tp = parallel.tp_size();
+  const std::pair<const char*, int> fields[] = {
+      {"vision_model.num_attention_heads", config.transformer.num_attention_heads},
+      {"vision_model.ffn_hidden_size", config.transformer.ffn_hidden_size}};
+  for (const auto& [name, value] : fields) {
+    if (value % tp != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, "=", value, " is not divisible by the tensor-parallel size ", tp));
+    }
+  }
   absl::StatusOr<std::shared_ptr<const transformer::BackendProvider>> backend =
       transformer::GetBackend(config.transformer.backend);
   if (!backend.ok()) return backend.status();
-  return std::unique_ptr<CLIPViTModel>(new CLIPViTModel(config, *backend));
+  return std::unique_ptr<CLIPViTModel>(new CLIPViTModel(config, *backend, parallel));
 }
 
-CLIPViTModel::CLIPViTModel(const VisionConfig& config, std::shared_ptr<const transformer::BackendProvider> backend)
+CLIPViTModel::CLIPViTModel(const VisionConfig& config, std::shared_ptr<const transformer::BackendProvider> backend,
+                           const transformer::ModelParallel& parallel)
     : config_(config) {
   const int64_t h = config.transformer.hidden_size, p = config.patch_dim;
   const bool clip = config.model_subtype == VisionSubtype::kClip;
@@ -35,7 +50,8 @@ CLIPViTModel::CLIPViTModel(const VisionConfig& config, std::shared_ptr<const tra
   position_embeddings_ = positions->Add("weight", at::randn({config.seq_length(), h}));
   // Megatron builds ln_pre/ln_post with the encoder's own norm and epsilon.
   if (clip) ln_pre_ = RegisterModule("ln_pre", backend->MakeNorm(config.transformer, h));
-  decoder_ = RegisterModule("decoder", std::make_unique<transformer::TransformerBlock>(config.transformer, backend));
+  decoder_ = RegisterModule("decoder", std::make_unique<transformer::TransformerBlock>(
+                                          config.transformer, backend, transformer::ModelParallel{parallel.tp, false}));
   if (!clip) ln_post_ = RegisterModule("ln_post", backend->MakeNorm(config.transformer, h));
 }
 

@@ -13,6 +13,11 @@
 // The output of CLIP equals HuggingFace's CLIPVisionModel last_hidden_state (its post_layernorm only feeds the
 // pooled output); SigLIP's equals SiglipVisionModel's last_hidden_state (post_layernorm included).
 //
+// Tensor parallelism (Create(config, ModelParallel{&tp_group})): the encoder stack is sharded as in GPTModel
+// (transformer/model_parallel.h; heads and ffn must divide by TP); conv1, class token, position embeddings and
+// ln_pre/ln_post are replicated, and every rank returns the same full output. Megatron never runs the vision
+// encoder sequence-parallel (model.py turns it off for the encoder), so parallel.sequence_parallel is ignored.
+//
 // Initialisation follows Megatron/PyTorch defaults: class_token and position_embeddings ~ N(0, 1) (torch.randn,
 // nn.Embedding), conv1 as nn.Conv2d (uniform +-1/sqrt(3 p p)), the stack as the TransformerConfig says.
 #pragma once
@@ -24,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "megatron/core/models/vision/vision_config.h"
 #include "megatron/core/transformer/layers.h"
+#include "megatron/core/transformer/model_parallel.h"
 #include "megatron/core/transformer/module.h"
 #include "megatron/core/transformer/transformer_block.h"
 
@@ -31,8 +37,9 @@ namespace megatron::models::vision {
 
 class CLIPViTModel : public transformer::MegatronModule {
  public:
-  // Validates the config (errors name the field) and picks its backend.
-  static absl::StatusOr<std::unique_ptr<CLIPViTModel>> Create(const VisionConfig& config);
+  // Validates the config and the TP divisibility (errors name the field) and picks its backend.
+  static absl::StatusOr<std::unique_ptr<CLIPViTModel>> Create(const VisionConfig& config,
+                                                              const transformer::ModelParallel& parallel = {});
 
   // images [b, 3, img_h, img_w] (float) -> [b, seq_length, hidden].
   at::Tensor Forward(const at::Tensor& images) const;
@@ -40,7 +47,8 @@ class CLIPViTModel : public transformer::MegatronModule {
   const VisionConfig& config() const { return config_; }
 
  private:
-  CLIPViTModel(const VisionConfig& config, std::shared_ptr<const transformer::BackendProvider> backend);
+  CLIPViTModel(const VisionConfig& config, std::shared_ptr<const transformer::BackendProvider> backend,
+               const transformer::ModelParallel& parallel);
 
   // A bare parameter holder for names like "conv1.weight" and "position_embeddings.weight".
   class Params : public transformer::MegatronModule {

@@ -1,11 +1,8 @@
 #include "megatron/core/models/vision/multimodal_projector.h"
 
-#include <optional>
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/layer_norm.h>
-#include <ATen/ops/linear.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 
@@ -16,10 +13,6 @@ namespace {
 
 absl::Status FieldError(const char* field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("projector.", field, ": ", what));
-}
-
-std::optional<at::Tensor> Optional(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
 }  // namespace
@@ -53,48 +46,54 @@ int64_t ProjectorParameterCount(const ProjectorConfig& c) {
   return (c.layernorm ? 2 * in : 0) + in * ffn + (bias ? ffn : 0) + ffn * h + (bias ? h : 0);
 }
 
-MultimodalProjector::LayerNormLinear::LayerNormLinear(int64_t in, int64_t out, bool bias, bool layernorm, double eps,
-                                                      double init_std)
-    : eps_(eps) {
-  weight_ = RegisterParameter("weight", at::empty({out, in}).normal_(0.0, init_std));
-  if (bias) bias_ = RegisterParameter("bias", at::zeros({out}));
-  if (layernorm) {
-    layer_norm_weight_ = RegisterParameter("layer_norm_weight", at::ones({in}));
-    layer_norm_bias_ = RegisterParameter("layer_norm_bias", at::zeros({in}));
+MultimodalProjector::LayerNormColumnParallelLinear::LayerNormColumnParallelLinear(const ProjectorConfig& c,
+                                                                                 distributed::Group* tp)
+    : ColumnParallelLinear(c.input_size, c.ffn_hidden_size, c.add_bias_linear, tensor_parallel::GatherOutput::kNo,
+                           transformer::InitMethod{c.init_method_std}, tp),
+      eps_(c.layernorm_epsilon) {
+  if (c.layernorm) {
+    layer_norm_weight_ = RegisterParameter("layer_norm_weight", at::ones({c.input_size}));
+    layer_norm_bias_ = RegisterParameter("layer_norm_bias", at::zeros({c.input_size}));
   }
 }
 
-at::Tensor MultimodalProjector::LayerNormLinear::Forward(const at::Tensor& x) const {
-  TORCH_CHECK(x.size(-1) == weight_.size(1), "MultimodalProjector: input has ", x.size(-1),
-              " features, projector.input_size is ", weight_.size(1), " (input shape ", x.sizes(), ")");
-  const at::Tensor in =
-      layer_norm_weight_.defined() ? at::layer_norm(x, {x.size(-1)}, layer_norm_weight_, layer_norm_bias_, eps_) : x;
-  return at::linear(in, weight_, Optional(bias_));
+at::Tensor MultimodalProjector::LayerNormColumnParallelLinear::Forward(const at::Tensor& x) const {
+  TORCH_CHECK(x.size(-1) == weight().size(1), "MultimodalProjector: input has ", x.size(-1),
+              " features, projector.input_size is ", weight().size(1), " (input shape ", x.sizes(), ")");
+  if (!layer_norm_weight_.defined()) return ColumnParallelLinear::Forward(x);
+  return ColumnParallelLinear::Forward(at::layer_norm(x, {x.size(-1)}, layer_norm_weight_, layer_norm_bias_, eps_));
 }
 
-MultimodalProjector::Mlp::Mlp(const ProjectorConfig& c) {
-  linear_fc1 = RegisterModule("linear_fc1",
-                              std::make_unique<LayerNormLinear>(c.input_size, c.ffn_hidden_size, c.add_bias_linear,
-                                                                c.layernorm, c.layernorm_epsilon, c.init_method_std));
-  linear_fc2 = RegisterModule("linear_fc2",
-                              std::make_unique<transformer::Linear>(c.ffn_hidden_size, c.hidden_size,
-                                                                    c.add_bias_linear,
-                                                                    transformer::InitMethod{c.init_method_std}));
+MultimodalProjector::Mlp::Mlp(const ProjectorConfig& c, distributed::Group* tp) {
+  linear_fc1 = RegisterModule("linear_fc1", std::make_unique<LayerNormColumnParallelLinear>(c, tp));
+  linear_fc2 = RegisterModule("linear_fc2", std::make_unique<tensor_parallel::RowParallelLinear>(
+                                                c.ffn_hidden_size, c.hidden_size, c.add_bias_linear,
+                                                tensor_parallel::InputIsParallel::kYes,
+                                                transformer::InitMethod{c.init_method_std}, tp));
 }
 
-absl::StatusOr<std::unique_ptr<MultimodalProjector>> MultimodalProjector::Create(const ProjectorConfig& config) {
+absl::StatusOr<std::unique_ptr<MultimodalProjector>> MultimodalProjector::Create(
+    const ProjectorConfig& config, const transformer::ModelParallel& parallel) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
-  return std::unique_ptr<MultimodalProjector>(new MultimodalProjector(config));
+  const int tp = parallel.tp_size();
+  const bool mlp = config.projector_type == ProjectorType::kMlp;
+  const int sharded = mlp ? config.ffn_hidden_size : config.hidden_size;
+  if (sharded % tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(mlp ? "projector.ffn_hidden_size=" : "projector.hidden_size=",
+                                                   sharded, " is not divisible by the tensor-parallel size ", tp));
+  }
+  return std::unique_ptr<MultimodalProjector>(new MultimodalProjector(config, parallel.tp));
 }
 
-MultimodalProjector::MultimodalProjector(const ProjectorConfig& config) : config_(config) {
+MultimodalProjector::MultimodalProjector(const ProjectorConfig& config, distributed::Group* tp) : config_(config) {
   activation_config_.activation = config.activation;
   if (config.projector_type == ProjectorType::kMlp) {
-    mlp_ = RegisterModule("encoder", std::make_unique<Mlp>(config));
+    mlp_ = RegisterModule("encoder", std::make_unique<Mlp>(config, tp));
   } else {
-    affine_ = RegisterModule("encoder", std::make_unique<transformer::Linear>(
+    affine_ = RegisterModule("encoder", std::make_unique<tensor_parallel::ColumnParallelLinear>(
                                             config.input_size, config.hidden_size, config.add_bias_linear,
-                                            transformer::InitMethod{config.init_method_std}));
+                                            tensor_parallel::GatherOutput::kYes,
+                                            transformer::InitMethod{config.init_method_std}, tp));
   }
 }
 

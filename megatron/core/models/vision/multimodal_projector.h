@@ -10,6 +10,11 @@
 //           LayerNormColumnParallelLinear, the spec Megatron uses when the projection config sets normalization)
 //   affine: encoder.{weight [hidden, in], bias [hidden]}
 // Biases exist when add_bias_linear (config.py turns them off except for the Llama-3.1 projection).
+//
+// Tensor parallelism (Create(config, ModelParallel{&tp_group})), as Megatron: mlp's linear_fc1 is column-parallel
+// (the norm replicated in front of it) and linear_fc2 row-parallel; affine is column-parallel with its output
+// gathered. ffn_hidden_size (mlp) or hidden_size (affine) must divide by TP. Inputs and outputs are replicated
+// on every rank. At TP=1 the layers are exactly the plain ones (tensor_parallel/layers.h).
 #pragma once
 
 #include <memory>
@@ -17,7 +22,9 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "megatron/core/tensor_parallel/layers.h"
 #include "megatron/core/transformer/layers.h"
+#include "megatron/core/transformer/model_parallel.h"
 #include "megatron/core/transformer/module.h"
 #include "megatron/core/transformer/transformer_config.h"
 
@@ -45,7 +52,8 @@ int64_t ProjectorParameterCount(const ProjectorConfig& config);
 
 class MultimodalProjector : public transformer::MegatronModule {
  public:
-  static absl::StatusOr<std::unique_ptr<MultimodalProjector>> Create(const ProjectorConfig& config);
+  static absl::StatusOr<std::unique_ptr<MultimodalProjector>> Create(const ProjectorConfig& config,
+                                                                     const transformer::ModelParallel& parallel = {});
 
   // x [..., input_size] -> [..., hidden_size]
   at::Tensor Forward(const at::Tensor& x) const;
@@ -53,32 +61,31 @@ class MultimodalProjector : public transformer::MegatronModule {
   const ProjectorConfig& config() const { return config_; }
 
  private:
-  explicit MultimodalProjector(const ProjectorConfig& config);
+  MultimodalProjector(const ProjectorConfig& config, distributed::Group* tp);
 
-  // linear_fc1 with Transformer Engine's fused input LayerNorm (parameter names as TE's).
-  class LayerNormLinear : public transformer::MegatronModule {
+  // linear_fc1 with Transformer Engine's fused input LayerNorm (parameter names as TE's LayerNormColumnParallel-
+  // Linear: weight, bias, layer_norm_weight, layer_norm_bias).
+  class LayerNormColumnParallelLinear : public tensor_parallel::ColumnParallelLinear {
    public:
-    LayerNormLinear(int64_t in, int64_t out, bool bias, bool layernorm, double eps, double init_std);
+    LayerNormColumnParallelLinear(const ProjectorConfig& config, distributed::Group* tp);
     at::Tensor Forward(const at::Tensor& x) const;
 
    private:
     double eps_;
     at::Tensor layer_norm_weight_;  // [in] or undefined
     at::Tensor layer_norm_bias_;    // [in] or undefined
-    at::Tensor weight_;             // [out, in]
-    at::Tensor bias_;               // [out] or undefined
   };
   class Mlp : public transformer::MegatronModule {
    public:
-    explicit Mlp(const ProjectorConfig& config);
-    LayerNormLinear* linear_fc1;
-    transformer::Linear* linear_fc2;
+    Mlp(const ProjectorConfig& config, distributed::Group* tp);
+    LayerNormColumnParallelLinear* linear_fc1;      // weight [ffn/tp, in]
+    tensor_parallel::RowParallelLinear* linear_fc2;  // weight [hidden, ffn/tp]
   };
 
   ProjectorConfig config_;
   transformer::TransformerConfig activation_config_;  // what the backend's Activation reads
-  Mlp* mlp_ = nullptr;                       // "mlp"
-  transformer::Linear* affine_ = nullptr;    // "affine"
+  Mlp* mlp_ = nullptr;                                       // "mlp"
+  tensor_parallel::ColumnParallelLinear* affine_ = nullptr;  // "affine": weight [hidden/tp, in], output gathered
 };
 
 }  // namespace megatron::models::vision

@@ -20,10 +20,13 @@ const char* VisionSubtypeName(VisionSubtype subtype) {
 
 absl::Status VisionConfig::Validate() const {
   if (patch_dim <= 0) return FieldError("patch_dim", absl::StrCat("must be positive, got ", patch_dim));
-  if (img_h <= 0 || img_h % patch_dim != 0) {
+  // Megatron asserts whole patches. SigLIP's conv uses "valid" padding, and its published so400m/14 checkpoint
+  // runs at 384 px (27 patches, the last 6 pixels unused), so SigLIP only needs one whole patch.
+  const bool exact = model_subtype == VisionSubtype::kClip;
+  if (img_h < patch_dim || (exact && img_h % patch_dim != 0)) {
     return FieldError("img_h", absl::StrCat(img_h, " is not a positive multiple of patch_dim ", patch_dim));
   }
-  if (img_w <= 0 || img_w % patch_dim != 0) {
+  if (img_w < patch_dim || (exact && img_w % patch_dim != 0)) {
     return FieldError("img_w", absl::StrCat(img_w, " is not a positive multiple of patch_dim ", patch_dim));
   }
   if (add_class_token && class_token_len <= 0) {

@@ -38,6 +38,7 @@ struct VisionConfig {
   bool add_class_token = true;
   int class_token_len = 1;
 
+  // Whole patches only (SigLIP may leave a remainder unused, see Validate).
   int num_patches() const { return (img_h / patch_dim) * (img_w / patch_dim); }
   // Tokens the encoder outputs per image: patches plus the class tokens.
   int seq_length() const { return num_patches() + (add_class_token ? class_token_len : 0); }

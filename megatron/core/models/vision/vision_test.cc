@@ -247,6 +247,27 @@ TEST_P(VisionForward, MatchesFloat64Recomputation) {
 INSTANTIATE_TEST_SUITE_P(Subtypes, VisionForward, ::testing::Values(VisionSubtype::kClip, VisionSubtype::kSiglip),
                          [](const auto& info) { return std::string(VisionSubtypeName(info.param)); });
 
+// SigLIP's "valid" convolution drops a remainder that is not a whole patch (so400m/14 at 384 px), as HF does.
+TEST(VisionConfig, SiglipAllowsAPartialPatchRemainder) {
+  VisionConfig c = TinyVision(VisionSubtype::kSiglip);
+  c.img_h = 10;  // 2 whole patches of 4, 2 pixels unused
+  c.img_w = 13;  // 3 whole patches, 1 pixel unused
+  auto model = CLIPViTModel::Create(c);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(c.seq_length(), 6);
+  at::Tensor images = at::randn({2, 3, 10, 13});
+  EXPECT_LE(RelativeError((*model)->Forward(images), ReferenceForward(**model, images)), 1e-5);
+}
+
+TEST(VisionConfig, PresetsDescribeThemselves) {
+  EXPECT_NE(ClipVitL14Config().transformer.DebugString().find("act=quick_gelu"), std::string::npos);
+  EXPECT_NE(SiglipSo400mConfig().transformer.DebugString().find("act=gelu_tanh"), std::string::npos);
+  EXPECT_EQ(ClipVitL14Config().seq_length(), 577);
+  EXPECT_EQ(SiglipSo400mConfig().seq_length(), 729);
+  EXPECT_TRUE(ClipVitL14Config().Validate().ok());
+  EXPECT_TRUE(SiglipSo400mConfig().Validate().ok());
+}
+
 TEST(VisionConfig, ErrorsNameTheField) {
   VisionConfig c = TinyVision(VisionSubtype::kClip);
   c.img_h = 10;
