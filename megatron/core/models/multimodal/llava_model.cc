@@ -116,7 +116,7 @@ LlavaOutput LLaVAModel::Forward(const at::Tensor& images, const at::Tensor& inpu
   }
   // Text embeddings, with image tokens read as id 0 (their rows are replaced by the splice).
   const at::Tensor text_ids = at::where(input_ids == config_.image_token_index, at::zeros_like(input_ids), input_ids);
-  const at::Tensor text = language_model_->Embed(text_ids, at::Tensor()).transpose(0, 1);  // [b, t, h]
+  const at::Tensor text = language_model_->EmbedTokens(text_ids, at::Tensor()).transpose(0, 1);  // [b, t, h]
 
   SpliceInputs in;
   in.image_embeddings = image_embeddings;

@@ -1,0 +1,6 @@
+// bazel run //experiments/llava:generate -- --help
+#include "experiments/llava/cli.h"
+
+int main(int argc, char** argv) {
+  return megatron::experiments::llava::Run(megatron::experiments::llava::Mode::kGenerate, argc, argv);
+}
