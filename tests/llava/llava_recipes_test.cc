@@ -140,7 +140,7 @@ TEST(LlavaRecipes, EveryShippedRecipeParses) {
     ++count;
   }
   closedir(d);
-  EXPECT_EQ(count, 2);
+  EXPECT_GE(count, 3);
 }
 
 }  // namespace
