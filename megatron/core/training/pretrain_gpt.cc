@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
@@ -16,10 +17,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "megatron/core/checkpointing/checkpoint.h"
+#include "megatron/core/distributed/data_parallel.h"
 #include "megatron/core/distributed/process_group.h"
 #include "megatron/core/inference/text_generation.h"
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/models/huggingface/hf_loader.h"
+#include "megatron/core/optimizer/distributed_optimizer.h"
 #include "megatron/core/optimizer/optimizer.h"
 #include "megatron/core/parallel_state/layer_assignment.h"
 #include "megatron/core/parallel_state/parallel_layout.h"
@@ -204,6 +207,16 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
         "%d); the interleaved pipeline schedule needs a multiple of pipeline_model_parallel_size %d",
         t.global_batch_size(), micro_batches, t.micro_batch_size(), par.dp_size, par.pp_size));
   }
+  if (pc.ddp_bucket_size() <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.ddp_bucket_size: ", pc.ddp_bucket_size(),
+                                                   " must be positive"));
+  }
+  if (pc.use_distributed_optimizer() && par.dp_size > 1 &&
+      (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty())) {
+    return absl::UnimplementedError(
+        "checkpoint.save / checkpoint.load: checkpoints with parallel.use_distributed_optimizer (sharded optimizer "
+        "state) are not supported yet (pass --checkpoint.save=)");
+  }
   if (par.tp_size > 1 || par.pp_size > 1) {
     if (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty()) {
       return absl::UnimplementedError(
@@ -379,8 +392,20 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   };
 
   const auto& o = recipe.optimizer();
-  optimizer::AdamW adam(named_params,
-                        optimizer::AdamWConfig{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay()});
+  const optimizer::AdamWConfig adam_config{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay()};
+  // Data parallelism: gradients reduced bucket by bucket while backward runs; optionally the sharded optimizer.
+  std::unique_ptr<distributed::DataParallelGrads> ddp;
+  std::unique_ptr<optimizer::DistributedAdamW> dist_adam;
+  if (par.dp_size > 1) {
+    absl::StatusOr<std::unique_ptr<distributed::DataParallelGrads>> created_ddp = distributed::DataParallelGrads::Create(
+        named_params, par.dp.get(), {recipe.parallel().ddp_bucket_size()});
+    if (!created_ddp.ok()) return created_ddp.status();
+    ddp = std::move(*created_ddp);
+    if (recipe.parallel().use_distributed_optimizer()) {
+      dist_adam = std::make_unique<optimizer::DistributedAdamW>(*ddp, adam_config);
+    }
+  }
+  optimizer::AdamW adam(dist_adam ? std::vector<std::pair<std::string, at::Tensor>>{} : named_params, adam_config);
   optimizer::LrSchedule schedule;
   schedule.max_lr = o.lr();
   schedule.min_lr = o.min_lr();
@@ -557,11 +582,15 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         return stage_step(chunk, it->second, input, 1.0 / static_cast<double>(micro_batches), loss_sum);
       };
       AutocastGuard autocast(device->type(), precision);
+      if (ddp) ddp->StartIteration(static_cast<int>(micro_batches));
       if (absl::Status s = pipeline_parallel::ForwardBackward(
               step, par.pp.get(), {par.vp_size, static_cast<int>(micro_batches), false});
           !s.ok()) {
         return s;
       }
+    }
+    if (ddp) {  // waits for the buckets' all-reduces (started during backward): gradients averaged over DP
+      if (absl::Status s = ddp->FinishIteration(); !s.ok()) return s;
     }
     double grad_norm = 0;
     if (par.ctx == nullptr) {
@@ -577,10 +606,16 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       if (absl::Status s = pipeline_parallel::AllReduceTiedEmbeddingGrads(chunks, par.embedding.get()); !s.ok()) {
         return s;
       }
-      if (par.dp_size > 1) {
-        if (absl::Status s = AllReduceGrads(params, *par.dp, 1.0 / par.dp_size); !s.ok()) return s;
-      }
-      if (par.model != nullptr && par.model->size() > 1) {
+      if (dist_adam) {
+        std::set<std::string> not_counted;
+        for (size_t i = 0; i < named_params.size(); ++i) {
+          if (!norm_counted[i]) not_counted.insert(named_params[i].first);
+        }
+        absl::StatusOr<double> norm = dist_adam->ClipGradNorm(
+            o.clip_grad(), [&](const std::string& name) { return not_counted.count(name) == 0; }, par.model.get());
+        if (!norm.ok()) return norm.status();
+        grad_norm = *norm;
+      } else if (par.model != nullptr && par.model->size() > 1) {
         absl::StatusOr<double> norm = ClipGradNormModelParallel(named_params, norm_counted, o.clip_grad(), *par.model);
         if (!norm.ok()) return norm.status();
         grad_norm = *norm;
@@ -588,8 +623,13 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         grad_norm = optimizer::ClipGradNorm(params, o.clip_grad());
       }
     }
-    adam.Step(lr);
-    adam.ZeroGrad();
+    if (dist_adam) {
+      if (absl::Status s = dist_adam->Step(lr); !s.ok()) return s;
+      dist_adam->ZeroGrad();
+    } else {
+      adam.Step(lr);
+      adam.ZeroGrad();
+    }
     ++iteration;
     const double local_loss = loss_sum.defined() ? loss_sum.item<double>() : 0.0;  // waits for the device
     if (iteration == last_iteration) steady_end = Clock::now();
