@@ -12,6 +12,7 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/tensor.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,7 @@
 #include "megatron/core/models/huggingface/hf_loader.h"
 #include "megatron/core/optimizer/distributed_optimizer.h"
 #include "megatron/core/optimizer/optimizer.h"
+#include "megatron/core/parallel_state/context_parallel.h"
 #include "megatron/core/parallel_state/layer_assignment.h"
 #include "megatron/core/parallel_state/parallel_layout.h"
 #include "megatron/core/pipeline_parallel/gpt_chunks.h"
@@ -91,8 +93,9 @@ std::string HumanRate(double per_second) {
 struct Parallelism {
   distributed::DistributedContext* ctx = nullptr;
   // embedding: {first, last} pipeline stage (null elsewhere); model: tp x pp (the gradient-norm group).
-  std::shared_ptr<distributed::Group> tp, dp, pp, embedding, model;
-  int tp_size = 1, dp_size = 1, dp_rank = 0, rank = 0;
+  // cp: context-parallel group; dp_cp: data x context (where gradients are reduced).
+  std::shared_ptr<distributed::Group> tp, dp, pp, embedding, model, cp, dp_cp;
+  int tp_size = 1, dp_size = 1, dp_rank = 0, rank = 0, cp_size = 1;
   int tp_rank = 0, pp_size = 1, pp_rank = 0, vp_size = 1;
   bool sequence_parallel = false;
   bool last_stage() const { return pp_rank == pp_size - 1; }
@@ -126,7 +129,13 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   const int tp = pc.tensor_model_parallel_size();
   const int pp = pc.pipeline_model_parallel_size();
   const int vp = pc.virtual_pipeline_model_parallel_size();
+  const int cp = pc.context_parallel_size();
   if (options.distributed == nullptr) {
+    if (cp != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parallel.context_parallel_size: ", cp, " needs ", cp,
+          " (or a multiple of) processes; launch them with tools/launch (this is a single-process run)"));
+    }
     if (tp != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           "parallel.tensor_model_parallel_size: ", tp, " needs ", tp,
@@ -150,11 +159,22 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   config.tp = tp;
   config.pp = pp;
   config.vp = vp;
+  config.cp = cp;
   absl::StatusOr<parallel_state::ParallelLayout> layout = parallel_state::ParallelLayout::Create(config);
   if (!layout.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "parallel.tensor_model_parallel_size / pipeline_model_parallel_size / virtual_pipeline_model_parallel_size: ",
-        tp, " x ", pp, " (virtual ", vp, ") does not fit ", ctx.world_size(), " ranks: ", layout.status().message()));
+        "parallel.tensor_model_parallel_size / pipeline_model_parallel_size / virtual_pipeline_model_parallel_size / "
+        "context_parallel_size: ", tp, " x ", pp, " (virtual ", vp, ") x ", cp, " does not fit ", ctx.world_size(),
+        " ranks: ", layout.status().message()));
+  }
+  if (cp > 1) {
+    const int seq = recipe.data().seq_length();
+    if (seq % (2 * cp) != 0 || (pc.sequence_parallel() && (seq / cp) % tp != 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data.seq_length: ", seq, " must be divisible by 2 x parallel.context_parallel_size = ", 2 * cp,
+          pc.sequence_parallel() ? absl::StrCat(" and each CP rank's share by the tensor-parallel size ", tp) : "",
+          " (pad it: parallel_state::ContextParallelPadding)"));
+    }
   }
   if (!recipe.has_load_hf()) {  // the layer layout, before any data or model work (load_hf: checked later)
     if (absl::StatusOr<parallel_state::LayerAssignment> a = PipelineLayers(pc, recipe.model().num_layers()); !a.ok()) {
@@ -171,6 +191,7 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   par.dp_rank = coords.dp;
   par.tp_rank = coords.tp;
   par.pp_rank = coords.pp;
+  par.cp_size = layout->cp();
   par.sequence_parallel = pc.sequence_parallel() && par.tp_size > 1;
   // Collective: every rank creates every group, in the same order.
   for (const std::vector<int>& ranks : layout->TensorParallelGroups()) {
@@ -186,7 +207,9 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   const std::pair<parallel_state::GroupKind, std::shared_ptr<distributed::Group>*> more[] = {
       {parallel_state::GroupKind::kPipeline, &par.pp},
       {parallel_state::GroupKind::kEmbedding, &par.embedding},
-      {parallel_state::GroupKind::kModel, &par.model}};
+      {parallel_state::GroupKind::kModel, &par.model},
+      {parallel_state::GroupKind::kContext, &par.cp},
+      {parallel_state::GroupKind::kDataWithContext, &par.dp_cp}};
   for (const auto& [kind, slot] : more) {
     for (const std::vector<int>& ranks : layout->Groups(kind)) {
       absl::StatusOr<std::shared_ptr<distributed::Group>> g = ctx.NewGroup(ranks, parallel_state::GroupKindName(kind));
@@ -217,15 +240,16 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
         "checkpoint.save / checkpoint.load: checkpoints with parallel.use_distributed_optimizer (sharded optimizer "
         "state) are not supported yet (pass --checkpoint.save=)");
   }
-  if (par.tp_size > 1 || par.pp_size > 1) {
+  if (par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) {
     if (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty()) {
       return absl::UnimplementedError(
-          "checkpoint.save / checkpoint.load: checkpoints of tensor- or pipeline-parallel runs are not supported yet "
-          "(pass --checkpoint.save= with parallel.tensor_model_parallel_size or pipeline_model_parallel_size > 1)");
+          "checkpoint.save / checkpoint.load: checkpoints of tensor-, pipeline- or context-parallel runs are not "
+          "supported yet (pass --checkpoint.save= with parallel.tensor_model_parallel_size, "
+          "pipeline_model_parallel_size or context_parallel_size > 1)");
     }
     if (recipe.has_load_hf()) {
-      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor- or pipeline-parallel run "
-                                      "is not supported yet");
+      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor-, pipeline- or "
+                                      "context-parallel run is not supported yet");
     }
   }
   return par;
@@ -350,6 +374,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   }
   transformer::ModelParallel model_parallel;
   if (par.tp_size > 1) model_parallel = transformer::ModelParallel{par.tp.get(), par.sequence_parallel};
+  if (par.cp_size > 1) model_parallel.cp = par.cp.get();
   absl::StatusOr<parallel_state::LayerAssignment> layers = PipelineLayers(recipe.parallel(), config.num_layers);
   if (!layers.ok()) return layers.status();
   // This rank's model chunks (one per virtual pipeline stage; without a pipeline, one chunk: the whole model).
@@ -383,8 +408,14 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   for (size_t i = 0; i < named_params.size(); ++i) {
     norm_counted[i] = !tied_copy[i] && (IsTensorParallelShard(named_params[i].first) || par.tp_rank == 0);
   }
-  // The value of the pipeline's last stage, on every stage (losses are computed there).
+  // The value of the pipeline's last stage, on every stage (losses are computed there), summed over the CP
+  // ranks' shares of the tokens.
   auto from_last_stage = [&](double value) -> absl::StatusOr<double> {
+    if (par.cp_size > 1) {
+      at::Tensor v = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));
+      if (absl::Status s = par.cp->AllReduce(v); !s.ok()) return s;
+      value = v.item<double>();
+    }
     if (par.pp_size == 1) return value;
     at::Tensor v = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));
     if (absl::Status s = par.pp->Broadcast(v, par.pp_size - 1); !s.ok()) return s;
@@ -396,9 +427,11 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   // Data parallelism: gradients reduced bucket by bucket while backward runs; optionally the sharded optimizer.
   std::unique_ptr<distributed::DataParallelGrads> ddp;
   std::unique_ptr<optimizer::DistributedAdamW> dist_adam;
-  if (par.dp_size > 1) {
+  // With CP the gradients are summed over the CP ranks' tokens as well: reduce over data x context.
+  distributed::Group* grad_group = par.cp_size > 1 ? par.dp_cp.get() : par.dp.get();
+  if (grad_group != nullptr && grad_group->size() > 1) {
     absl::StatusOr<std::unique_ptr<distributed::DataParallelGrads>> created_ddp = distributed::DataParallelGrads::Create(
-        named_params, par.dp.get(), {recipe.parallel().ddp_bucket_size()});
+        named_params, grad_group, {recipe.parallel().ddp_bucket_size()});
     if (!created_ddp.ok()) return created_ddp.status();
     ddp = std::move(*created_ddp);
     if (recipe.parallel().use_distributed_optimizer()) {
@@ -433,9 +466,12 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     result.num_parameters = total.item<int64_t>();
   }
   if (show_progress && par.ctx != nullptr) {
-    std::fprintf(stderr, "parallel: %d ranks = tensor-parallel %d%s x data-parallel %d x pipeline-parallel %d%s (Gloo)\n",
-                 par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.dp_size,
-                 par.pp_size, par.vp_size > 1 ? absl::StrCat(" (", par.vp_size, " chunks each)").c_str() : "");
+    std::fprintf(stderr,
+                 "parallel: %d ranks = tensor-parallel %d%s x context-parallel %d x data-parallel %d x "
+                 "pipeline-parallel %d%s (Gloo)\n",
+                 par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.cp_size,
+                 par.dp_size, par.pp_size,
+                 par.vp_size > 1 ? absl::StrCat(" (", par.vp_size, " chunks each)").c_str() : "");
   }
   if (show_progress) {
     std::fprintf(stderr, "model: GPT, %.2fM parameters (%s) on %s, %s\n", result.num_parameters / 1e6,
@@ -489,12 +525,37 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   // One micro-batch through one chunk: the embedding's chunk takes the tokens, the others the received hidden
   // states; the last chunk returns the masked-mean loss (reported through `loss_sum`) scaled by `scale`.
+  // Context parallelism: this rank's zigzag tokens of a batch, and the loss over all CP ranks' tokens: each rank
+  // contributes sum(loss * mask) over its tokens / the mask count summed over CP (the masked means add up over CP).
+  at::Tensor cp_index;
+  if (par.cp_size > 1) {
+    cp_index = at::tensor(parallel_state::ZigzagPositions(recipe.data().seq_length(), par.cp_size, par.cp->rank()),
+                          at::TensorOptions().dtype(at::kLong))
+                   .to(*device);
+  }
+  auto local_tokens = [&](GptBatch batch) {
+    if (par.cp_size == 1) return batch;
+    for (at::Tensor* t : {&batch.tokens, &batch.labels, &batch.loss_mask, &batch.position_ids}) {
+      *t = t->index_select(1, cp_index);
+    }
+    return batch;
+  };
+  absl::Status step_error;  // a collective failing inside a forward step (reported after the schedule)
   auto stage_step = [&](int chunk, const GptBatch& batch, const at::Tensor& input, double scale,
                         at::Tensor& loss_sum) -> at::Tensor {
     const models::GPTModel& m = *chunks[chunk];
     at::Tensor out = m.StageForward(m.stage().pre_process ? batch.tokens : input, batch.position_ids, batch.labels);
     if (!m.stage().post_process) return out;
-    at::Tensor loss = MaskedMean(out, batch.loss_mask);
+    at::Tensor loss;
+    if (par.cp_size == 1) {
+      loss = MaskedMean(out, batch.loss_mask);
+    } else {
+      at::Tensor count = batch.loss_mask.sum().to(at::kDouble).reshape({1}).contiguous();
+      if (absl::Status s = par.cp->AllReduce(count); !s.ok() && step_error.ok()) step_error = s;
+      loss = (out * batch.loss_mask).sum() / count.clamp_min(1.0).to(out.scalar_type()).squeeze();
+      // DataParallelGrads averages over DP x CP; the CP share must be summed (Megatron's loss * cp_size).
+      scale *= par.cp_size;
+    }
     loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
     return scale == 1.0 ? loss : loss * scale;
   };
@@ -507,8 +568,8 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     AutocastGuard autocast(device->type(), precision);
     at::Tensor total;
     auto step = [&](int chunk, int i, const at::Tensor& input) {
-      GptBatch batch = (*data)->Valid(static_cast<int64_t>(i) * t.micro_batch_size(), t.micro_batch_size())
-                           .ToDevice(*device);
+      GptBatch batch = local_tokens(
+          (*data)->Valid(static_cast<int64_t>(i) * t.micro_batch_size(), t.micro_batch_size()).ToDevice(*device));
       return stage_step(chunk, batch, input, 1.0, total);
     };
     if (t.eval_iters() > 0) {
@@ -518,6 +579,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       }
     }
     set_training(true);
+    if (!step_error.ok()) return step_error;
     absl::StatusOr<double> summed = from_last_stage(total.defined() ? total.item<double>() : 0.0);
     if (!summed.ok()) return summed.status();
     const double loss = t.eval_iters() > 0 ? *summed / t.eval_iters() : 0.0;
@@ -577,7 +639,8 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         if (it == batches.end()) {
           const int64_t first = iteration * t.global_batch_size() +
                                 par.dp_rank * (t.global_batch_size() / par.dp_size) + micro * t.micro_batch_size();
-          it = batches.emplace(micro, (*data)->Train(first, t.micro_batch_size()).ToDevice(*device)).first;
+          it = batches.emplace(micro, local_tokens((*data)->Train(first, t.micro_batch_size()).ToDevice(*device)))
+                   .first;
         }
         return stage_step(chunk, it->second, input, 1.0 / static_cast<double>(micro_batches), loss_sum);
       };
@@ -589,6 +652,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         return s;
       }
     }
+    if (!step_error.ok()) return step_error;
     if (ddp) {  // waits for the buckets' all-reduces (started during backward): gradients averaged over DP
       if (absl::Status s = ddp->FinishIteration(); !s.ok()) return s;
     }
@@ -642,6 +706,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       train_loss = l.item<double>() / par.dp_size;
     }
     result.train_losses.push_back(train_loss);
+    result.grad_norms.push_back(grad_norm);
     ++window_iterations;
     const double window_seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
     if (window_seconds > 0) tokens_per_second = window_iterations * tokens_per_iteration / window_seconds;
@@ -688,9 +753,9 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& sample = recipe.sample();
   if (sample.max_new_tokens() > 0 && iteration == t.train_iters()) {
-    if (par.tp_size > 1 || par.pp_size > 1) {
+    if (par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) {
       if (show_progress) {
-        std::fprintf(stderr, "sample: skipped (not implemented for tensor- or pipeline-parallel runs yet)\n");
+        std::fprintf(stderr, "sample: skipped (not implemented for tensor-, pipeline- or context-parallel runs yet)\n");
       }
     } else if (rank0) {
       result.sample = inference::GenerateText(model, tokenizer, sample);

@@ -41,6 +41,7 @@ struct PretrainResult {
   int64_t start_iteration = 0;           // > 0 when resumed
   int64_t final_iteration = 0;
   std::vector<double> train_losses;      // one per iteration run by this call
+  std::vector<double> grad_norms;        // global gradient norm before clipping, one per iteration
   std::vector<std::pair<int64_t, double>> valid_losses;  // (iteration, loss), including iteration 0 if fresh
   std::string sample;                    // generated text (empty if no sample was asked for)
   double tokens_per_second = 0;          // whole run, evaluation and checkpointing included
