@@ -18,12 +18,15 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "megatron/core/distributed/multi_process_testing.h"
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/parallel_state/layer_assignment.h"
 #include "megatron/core/parallel_state/parallel_layout.h"
 #include "megatron/core/pipeline_parallel/gpt_chunks.h"
+#include "megatron/core/pipeline_parallel/p2p_communication.h"
 #include "megatron/core/pipeline_parallel/schedules.h"
 #include "megatron/core/tensor_parallel/mappings.h"
 #include "megatron/core/tensor_parallel/random.h"
@@ -275,6 +278,38 @@ TEST(GptPipeline, TensorTimesPipeline) {
   distributed::RunMultiProcess(4, [](DistributedContext& ctx) {
     RunLayouts(ctx, {Layout{2, 2, 1, {}, false}, Layout{2, 2, 1, {}, true}});
   });
+}
+
+// A stage that never sends (a hung or diverged peer, Megatron's "PP hangs" reports) ends the receiving stage's
+// schedule with an error naming the rank, group, direction and tag within the collective timeout, not a hang;
+// and shape/dtype travel with every message.
+TEST(PipelineP2P, ShapesTravelAndASilentPeerTimesOut) {
+  distributed::MultiProcessOptions options;
+  options.collective_timeout = absl::Seconds(1);
+  distributed::RunMultiProcess(
+      2,
+      [](DistributedContext& ctx) {
+        PipelineP2P p2p(&ctx.world());
+        if (ctx.rank() == 0) {
+          const at::Tensor sent = at::arange(30, at::kDouble).view({2, 3, 5});
+          ASSERT_TRUE(p2p.Send(sent, p2p.next(), /*tag=*/7).ok());
+          ASSERT_TRUE(p2p.WaitSends().ok());
+          absl::StatusOr<at::Tensor> never = p2p.Recv(p2p.prev(), /*tag=*/8);
+          ASSERT_FALSE(never.ok());
+          EXPECT_EQ(never.status().code(), absl::StatusCode::kDeadlineExceeded) << never.status();
+          EXPECT_TRUE(absl::StrContains(never.status().message(), "pipeline recv header")) << never.status();
+          EXPECT_TRUE(absl::StrContains(never.status().message(), "tag 8")) << never.status();
+          EXPECT_TRUE(absl::StrContains(never.status().message(), "rank 0")) << never.status();
+        } else {
+          absl::StatusOr<at::Tensor> got = p2p.Recv(p2p.prev(), /*tag=*/7);
+          ASSERT_TRUE(got.ok()) << got.status();
+          EXPECT_EQ(got->sizes(), (std::vector<int64_t>{2, 3, 5}));
+          EXPECT_EQ(got->scalar_type(), at::kDouble);
+          EXPECT_TRUE(got->equal(at::arange(30, at::kDouble).view({2, 3, 5})));
+          absl::SleepFor(absl::Milliseconds(1500));  // alive but silent until rank 0's deadline has passed
+        }
+      },
+      options);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <ATen/Parallel.h>
@@ -12,16 +13,20 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/tensor.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "megatron/core/checkpointing/checkpoint.h"
+#include "megatron/core/distributed/data_parallel.h"
 #include "megatron/core/distributed/process_group.h"
 #include "megatron/core/inference/text_generation.h"
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/models/huggingface/hf_loader.h"
+#include "megatron/core/optimizer/distributed_optimizer.h"
 #include "megatron/core/optimizer/optimizer.h"
+#include "megatron/core/parallel_state/context_parallel.h"
 #include "megatron/core/parallel_state/layer_assignment.h"
 #include "megatron/core/parallel_state/parallel_layout.h"
 #include "megatron/core/pipeline_parallel/gpt_chunks.h"
@@ -89,8 +94,9 @@ std::string HumanRate(double per_second) {
 struct Parallelism {
   distributed::DistributedContext* ctx = nullptr;
   // embedding: {first, last} pipeline stage (null elsewhere); model: tp x pp (the gradient-norm group).
-  std::shared_ptr<distributed::Group> tp, dp, pp, embedding, model;
-  int tp_size = 1, dp_size = 1, dp_rank = 0, rank = 0;
+  // cp: context-parallel group; dp_cp: data x context (where gradients are reduced).
+  std::shared_ptr<distributed::Group> tp, dp, pp, embedding, model, cp, dp_cp;
+  int tp_size = 1, dp_size = 1, dp_rank = 0, rank = 0, cp_size = 1;
   int tp_rank = 0, pp_size = 1, pp_rank = 0, vp_size = 1;
   bool sequence_parallel = false;
   bool last_stage() const { return pp_rank == pp_size - 1; }
@@ -124,7 +130,13 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   const int tp = pc.tensor_model_parallel_size();
   const int pp = pc.pipeline_model_parallel_size();
   const int vp = pc.virtual_pipeline_model_parallel_size();
+  const int cp = pc.context_parallel_size();
   if (options.distributed == nullptr) {
+    if (cp != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parallel.context_parallel_size: ", cp, " needs ", cp,
+          " (or a multiple of) processes; launch them with tools/launch (this is a single-process run)"));
+    }
     if (tp != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           "parallel.tensor_model_parallel_size: ", tp, " needs ", tp,
@@ -147,11 +159,22 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   config.tp = tp;
   config.pp = pp;
   config.vp = vp;
+  config.cp = cp;
   absl::StatusOr<parallel_state::ParallelLayout> layout = parallel_state::ParallelLayout::Create(config);
   if (!layout.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "parallel.tensor_model_parallel_size / pipeline_model_parallel_size / virtual_pipeline_model_parallel_size: ",
-        tp, " x ", pp, " (virtual ", vp, ") does not fit ", ctx.world_size(), " ranks: ", layout.status().message()));
+        "parallel.tensor_model_parallel_size / pipeline_model_parallel_size / virtual_pipeline_model_parallel_size / "
+        "context_parallel_size: ", tp, " x ", pp, " (virtual ", vp, ") x ", cp, " does not fit ", ctx.world_size(),
+        " ranks: ", layout.status().message()));
+  }
+  if (cp > 1) {
+    const int seq = recipe.data().seq_length();
+    if (seq % (2 * cp) != 0 || (pc.sequence_parallel() && (seq / cp) % tp != 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data.seq_length: ", seq, " must be divisible by 2 x parallel.context_parallel_size = ", 2 * cp,
+          pc.sequence_parallel() ? absl::StrCat(" and each CP rank's share by the tensor-parallel size ", tp) : "",
+          " (pad it: parallel_state::ContextParallelPadding)"));
+    }
   }
   if (!recipe.has_load_hf()) {  // the layer layout, before any data or model work (load_hf: checked later)
     if (absl::StatusOr<parallel_state::LayerAssignment> a = PipelineLayers(pc, recipe.model().num_layers()); !a.ok()) {
@@ -168,6 +191,7 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   par.dp_rank = coords.dp;
   par.tp_rank = coords.tp;
   par.pp_rank = coords.pp;
+  par.cp_size = layout->cp();
   par.sequence_parallel = pc.sequence_parallel() && par.tp_size > 1;
   // Collective: every rank creates every group, in the same order.
   for (const std::vector<int>& ranks : layout->TensorParallelGroups()) {
@@ -183,7 +207,9 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   const std::pair<parallel_state::GroupKind, std::shared_ptr<distributed::Group>*> more[] = {
       {parallel_state::GroupKind::kPipeline, &par.pp},
       {parallel_state::GroupKind::kEmbedding, &par.embedding},
-      {parallel_state::GroupKind::kModel, &par.model}};
+      {parallel_state::GroupKind::kModel, &par.model},
+      {parallel_state::GroupKind::kContext, &par.cp},
+      {parallel_state::GroupKind::kDataWithContext, &par.dp_cp}};
   for (const auto& [kind, slot] : more) {
     for (const std::vector<int>& ranks : layout->Groups(kind)) {
       absl::StatusOr<std::shared_ptr<distributed::Group>> g = ctx.NewGroup(ranks, parallel_state::GroupKindName(kind));
@@ -204,15 +230,26 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
         "%d); the interleaved pipeline schedule needs a multiple of pipeline_model_parallel_size %d",
         t.global_batch_size(), micro_batches, t.micro_batch_size(), par.dp_size, par.pp_size));
   }
-  if (par.tp_size > 1 || par.pp_size > 1) {
+  if (pc.ddp_bucket_size() <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.ddp_bucket_size: ", pc.ddp_bucket_size(),
+                                                   " must be positive"));
+  }
+  if (pc.use_distributed_optimizer() && par.dp_size > 1 &&
+      (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty())) {
+    return absl::UnimplementedError(
+        "checkpoint.save / checkpoint.load: checkpoints with parallel.use_distributed_optimizer (sharded optimizer "
+        "state) are not supported yet (pass --checkpoint.save=)");
+  }
+  if (par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) {
     if (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty()) {
       return absl::UnimplementedError(
-          "checkpoint.save / checkpoint.load: checkpoints of tensor- or pipeline-parallel runs are not supported yet "
-          "(pass --checkpoint.save= with parallel.tensor_model_parallel_size or pipeline_model_parallel_size > 1)");
+          "checkpoint.save / checkpoint.load: checkpoints of tensor-, pipeline- or context-parallel runs are not "
+          "supported yet (pass --checkpoint.save= with parallel.tensor_model_parallel_size, "
+          "pipeline_model_parallel_size or context_parallel_size > 1)");
     }
     if (recipe.has_load_hf()) {
-      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor- or pipeline-parallel run "
-                                      "is not supported yet");
+      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor-, pipeline- or "
+                                      "context-parallel run is not supported yet");
     }
   }
   return par;
@@ -342,6 +379,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   }
   transformer::ModelParallel model_parallel;
   if (par.tp_size > 1) model_parallel = transformer::ModelParallel{par.tp.get(), par.sequence_parallel};
+  if (par.cp_size > 1) model_parallel.cp = par.cp.get();
   absl::StatusOr<parallel_state::LayerAssignment> layers = PipelineLayers(recipe.parallel(), config.num_layers);
   if (!layers.ok()) return layers.status();
   // This rank's model chunks (one per virtual pipeline stage; without a pipeline, one chunk: the whole model).
@@ -375,8 +413,14 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   for (size_t i = 0; i < named_params.size(); ++i) {
     norm_counted[i] = !tied_copy[i] && (IsTensorParallelShard(named_params[i].first) || par.tp_rank == 0);
   }
-  // The value of the pipeline's last stage, on every stage (losses are computed there).
+  // The value of the pipeline's last stage, on every stage (losses are computed there), summed over the CP
+  // ranks' shares of the tokens.
   auto from_last_stage = [&](double value) -> absl::StatusOr<double> {
+    if (par.cp_size > 1) {
+      at::Tensor v = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));
+      if (absl::Status s = par.cp->AllReduce(v); !s.ok()) return s;
+      value = v.item<double>();
+    }
     if (par.pp_size == 1) return value;
     at::Tensor v = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));
     if (absl::Status s = par.pp->Broadcast(v, par.pp_size - 1); !s.ok()) return s;
@@ -384,8 +428,22 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   };
 
   const auto& o = recipe.optimizer();
-  optimizer::AdamW adam(named_params,
-                        optimizer::AdamWConfig{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay()});
+  const optimizer::AdamWConfig adam_config{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay()};
+  // Data parallelism: gradients reduced bucket by bucket while backward runs; optionally the sharded optimizer.
+  std::unique_ptr<distributed::DataParallelGrads> ddp;
+  std::unique_ptr<optimizer::DistributedAdamW> dist_adam;
+  // With CP the gradients are summed over the CP ranks' tokens as well: reduce over data x context.
+  distributed::Group* grad_group = par.cp_size > 1 ? par.dp_cp.get() : par.dp.get();
+  if (grad_group != nullptr && grad_group->size() > 1) {
+    absl::StatusOr<std::unique_ptr<distributed::DataParallelGrads>> created_ddp = distributed::DataParallelGrads::Create(
+        named_params, grad_group, {recipe.parallel().ddp_bucket_size()});
+    if (!created_ddp.ok()) return created_ddp.status();
+    ddp = std::move(*created_ddp);
+    if (recipe.parallel().use_distributed_optimizer()) {
+      dist_adam = std::make_unique<optimizer::DistributedAdamW>(*ddp, adam_config);
+    }
+  }
+  optimizer::AdamW adam(dist_adam ? std::vector<std::pair<std::string, at::Tensor>>{} : named_params, adam_config);
   optimizer::LrSchedule schedule;
   schedule.max_lr = o.lr();
   schedule.min_lr = o.min_lr();
@@ -413,9 +471,12 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     result.num_parameters = total.item<int64_t>();
   }
   if (show_progress && par.ctx != nullptr) {
-    std::fprintf(stderr, "parallel: %d ranks = tensor-parallel %d%s x data-parallel %d x pipeline-parallel %d%s (Gloo)\n",
-                 par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.dp_size,
-                 par.pp_size, par.vp_size > 1 ? absl::StrCat(" (", par.vp_size, " chunks each)").c_str() : "");
+    std::fprintf(stderr,
+                 "parallel: %d ranks = tensor-parallel %d%s x context-parallel %d x data-parallel %d x "
+                 "pipeline-parallel %d%s (Gloo)\n",
+                 par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.cp_size,
+                 par.dp_size, par.pp_size,
+                 par.vp_size > 1 ? absl::StrCat(" (", par.vp_size, " chunks each)").c_str() : "");
   }
   if (show_progress) {
     std::fprintf(stderr, "model: GPT, %.2fM parameters (%s) on %s, %s\n", result.num_parameters / 1e6,
@@ -469,12 +530,37 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   // One micro-batch through one chunk: the embedding's chunk takes the tokens, the others the received hidden
   // states; the last chunk returns the masked-mean loss (reported through `loss_sum`) scaled by `scale`.
+  // Context parallelism: this rank's zigzag tokens of a batch, and the loss over all CP ranks' tokens: each rank
+  // contributes sum(loss * mask) over its tokens / the mask count summed over CP (the masked means add up over CP).
+  at::Tensor cp_index;
+  if (par.cp_size > 1) {
+    cp_index = at::tensor(parallel_state::ZigzagPositions(recipe.data().seq_length(), par.cp_size, par.cp->rank()),
+                          at::TensorOptions().dtype(at::kLong))
+                   .to(*device);
+  }
+  auto local_tokens = [&](GptBatch batch) {
+    if (par.cp_size == 1) return batch;
+    for (at::Tensor* t : {&batch.tokens, &batch.labels, &batch.loss_mask, &batch.position_ids}) {
+      *t = t->index_select(1, cp_index);
+    }
+    return batch;
+  };
+  absl::Status step_error;  // a collective failing inside a forward step (reported after the schedule)
   auto stage_step = [&](int chunk, const GptBatch& batch, const at::Tensor& input, double scale,
                         at::Tensor& loss_sum) -> at::Tensor {
     const models::GPTModel& m = *chunks[chunk];
     at::Tensor out = m.StageForward(m.stage().pre_process ? batch.tokens : input, batch.position_ids, batch.labels);
     if (!m.stage().post_process) return out;
-    at::Tensor loss = MaskedMean(out, batch.loss_mask);
+    at::Tensor loss;
+    if (par.cp_size == 1) {
+      loss = MaskedMean(out, batch.loss_mask);
+    } else {
+      at::Tensor count = batch.loss_mask.sum().to(at::kDouble).reshape({1}).contiguous();
+      if (absl::Status s = par.cp->AllReduce(count); !s.ok() && step_error.ok()) step_error = s;
+      loss = (out * batch.loss_mask).sum() / count.clamp_min(1.0).to(out.scalar_type()).squeeze();
+      // DataParallelGrads averages over DP x CP; the CP share must be summed (Megatron's loss * cp_size).
+      scale *= par.cp_size;
+    }
     loss_sum = loss_sum.defined() ? loss_sum + loss.detach() : loss.detach();
     return scale == 1.0 ? loss : loss * scale;
   };
@@ -487,8 +573,8 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     AutocastGuard autocast(device->type(), precision);
     at::Tensor total;
     auto step = [&](int chunk, int i, const at::Tensor& input) {
-      GptBatch batch = (*data)->Valid(static_cast<int64_t>(i) * t.micro_batch_size(), t.micro_batch_size())
-                           .ToDevice(*device);
+      GptBatch batch = local_tokens(
+          (*data)->Valid(static_cast<int64_t>(i) * t.micro_batch_size(), t.micro_batch_size()).ToDevice(*device));
       return stage_step(chunk, batch, input, 1.0, total);
     };
     if (t.eval_iters() > 0) {
@@ -498,6 +584,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       }
     }
     set_training(true);
+    if (!step_error.ok()) return step_error;
     absl::StatusOr<double> summed = from_last_stage(total.defined() ? total.item<double>() : 0.0);
     if (!summed.ok()) return summed.status();
     const double loss = t.eval_iters() > 0 ? *summed / t.eval_iters() : 0.0;
@@ -557,16 +644,22 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         if (it == batches.end()) {
           const int64_t first = iteration * t.global_batch_size() +
                                 par.dp_rank * (t.global_batch_size() / par.dp_size) + micro * t.micro_batch_size();
-          it = batches.emplace(micro, (*data)->Train(first, t.micro_batch_size()).ToDevice(*device)).first;
+          it = batches.emplace(micro, local_tokens((*data)->Train(first, t.micro_batch_size()).ToDevice(*device)))
+                   .first;
         }
         return stage_step(chunk, it->second, input, 1.0 / static_cast<double>(micro_batches), loss_sum);
       };
       AutocastGuard autocast(device->type(), precision);
+      if (ddp) ddp->StartIteration(static_cast<int>(micro_batches));
       if (absl::Status s = pipeline_parallel::ForwardBackward(
               step, par.pp.get(), {par.vp_size, static_cast<int>(micro_batches), false});
           !s.ok()) {
         return s;
       }
+    }
+    if (!step_error.ok()) return step_error;
+    if (ddp) {  // waits for the buckets' all-reduces (started during backward): gradients averaged over DP
+      if (absl::Status s = ddp->FinishIteration(); !s.ok()) return s;
     }
     double grad_norm = 0;
     if (par.ctx == nullptr) {
@@ -582,10 +675,16 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       if (absl::Status s = pipeline_parallel::AllReduceTiedEmbeddingGrads(chunks, par.embedding.get()); !s.ok()) {
         return s;
       }
-      if (par.dp_size > 1) {
-        if (absl::Status s = AllReduceGrads(params, *par.dp, 1.0 / par.dp_size); !s.ok()) return s;
-      }
-      if (par.model != nullptr && par.model->size() > 1) {
+      if (dist_adam) {
+        std::set<std::string> not_counted;
+        for (size_t i = 0; i < named_params.size(); ++i) {
+          if (!norm_counted[i]) not_counted.insert(named_params[i].first);
+        }
+        absl::StatusOr<double> norm = dist_adam->ClipGradNorm(
+            o.clip_grad(), [&](const std::string& name) { return not_counted.count(name) == 0; }, par.model.get());
+        if (!norm.ok()) return norm.status();
+        grad_norm = *norm;
+      } else if (par.model != nullptr && par.model->size() > 1) {
         absl::StatusOr<double> norm = ClipGradNormModelParallel(named_params, norm_counted, o.clip_grad(), *par.model);
         if (!norm.ok()) return norm.status();
         grad_norm = *norm;
@@ -593,8 +692,13 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
         grad_norm = optimizer::ClipGradNorm(params, o.clip_grad());
       }
     }
-    adam.Step(lr);
-    adam.ZeroGrad();
+    if (dist_adam) {
+      if (absl::Status s = dist_adam->Step(lr); !s.ok()) return s;
+      dist_adam->ZeroGrad();
+    } else {
+      adam.Step(lr);
+      adam.ZeroGrad();
+    }
     ++iteration;
     const double local_loss = loss_sum.defined() ? loss_sum.item<double>() : 0.0;  // waits for the device
     if (iteration == last_iteration) steady_end = Clock::now();
@@ -607,6 +711,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       train_loss = l.item<double>() / par.dp_size;
     }
     result.train_losses.push_back(train_loss);
+    result.grad_norms.push_back(grad_norm);
     ++window_iterations;
     const double window_seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
     if (window_seconds > 0) tokens_per_second = window_iterations * tokens_per_iteration / window_seconds;
@@ -653,9 +758,9 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& sample = recipe.sample();
   if (sample.max_new_tokens() > 0 && iteration == t.train_iters()) {
-    if (par.tp_size > 1 || par.pp_size > 1) {
+    if (par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) {
       if (show_progress) {
-        std::fprintf(stderr, "sample: skipped (not implemented for tensor- or pipeline-parallel runs yet)\n");
+        std::fprintf(stderr, "sample: skipped (not implemented for tensor-, pipeline- or context-parallel runs yet)\n");
       }
     } else if (rank0) {
       result.sample = inference::GenerateText(model, tokenizer, sample);

@@ -6,11 +6,17 @@
 // the scheduled learning rate, and logging (progress bar, TensorBoard). Validation every eval_interval
 // iterations and at the end; checkpoints every save_interval and at the end; a text sample at the end.
 //
-// Distributed (PretrainOptions::distributed): ranks form a TP x DP grid (ParallelLayout); each DP rank takes its
-// slice of every global batch (sample iteration*gbs + dp_rank*gbs/DP + micro*mbs), gradients are averaged over
-// DP (one flat all-reduce per dtype), SP parameters' gradients summed over TP, and the clipping norm is the
-// global one; losses equal the single-process run's up to summation order. Rank 0 alone prepares the data
-// (others wait), writes TensorBoard, progress and checkpoints (TP 1 only) and generates the sample (TP 1 only).
+// Distributed (PretrainOptions::distributed): ranks form a TP x CP x DP x PP grid (ParallelLayout, recipe.parallel);
+// each DP rank takes its slice of every global batch (sample iteration*gbs + dp_rank*gbs/DP + micro*mbs), each CP
+// rank its zigzag tokens of it. The micro-batches run through pipeline_parallel::ForwardBackward (1F1B, or the
+// interleaved schedule with VP chunks per stage; without a pipeline, forward and backward per micro-batch); the
+// last stage computes the loss (the masked mean over all CP ranks' tokens, / micro-batches) and sends its value to
+// the other stages. Gradients: averaged over DP x CP bucket by bucket while backward runs
+// (distributed::DataParallelGrads), SP parameters' summed over TP, tied embeddings summed over the embedding
+// group; the clipping norm is the global one over tp x pp (and DP shards with the distributed optimizer,
+// optimizer::DistributedAdamW). Losses equal the single-process run's up to summation order. Rank 0 alone
+// prepares the data (others wait), writes TensorBoard and progress; checkpoints and the sample need TP = PP = CP = 1
+// (and no distributed optimizer with DP > 1 for checkpoints). Impossible layouts fail before the model is built.
 //
 // Resuming from a checkpoint restores parameters, optimizer state, iteration and RNG state; batches are a pure
 // function of the iteration, so a resumed run follows the uninterrupted run's loss trajectory exactly.
@@ -32,8 +38,8 @@ namespace megatron::training {
 struct PretrainOptions {
   std::string base_dir = ".";  // relative recipe paths are resolved against this
   bool show_progress = true;  // on rank 0 only when distributed
-  // Multi-process run (CPU, Gloo): recipe.parallel gives TP (and SP); DP = world / TP. Every rank calls
-  // PretrainGpt with the same recipe. Null: single process (recipe.parallel must then be TP 1).
+  // Multi-process run (CPU, Gloo): recipe.parallel gives TP (and SP), PP (and VP), CP; DP = world / (TP·CP·PP).
+  // Every rank calls PretrainGpt with the same recipe. Null: single process (recipe.parallel must then be all 1).
   distributed::DistributedContext* distributed = nullptr;
 };
 
@@ -41,6 +47,7 @@ struct PretrainResult {
   int64_t start_iteration = 0;           // > 0 when resumed
   int64_t final_iteration = 0;
   std::vector<double> train_losses;      // one per iteration run by this call
+  std::vector<double> grad_norms;        // global gradient norm before clipping, one per iteration
   std::vector<std::pair<int64_t, double>> valid_losses;  // (iteration, loss), including iteration 0 if fresh
   std::string sample;                    // generated text (empty if no sample was asked for)
   double tokens_per_second = 0;          // whole run, evaluation and checkpointing included

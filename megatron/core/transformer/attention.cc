@@ -4,14 +4,33 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/tensor.h>
+
+#include "megatron/core/parallel_state/context_parallel.h"
+#include "megatron/core/tensor_parallel/mappings.h"
 
 #include "megatron/core/models/common/rotary_pos_embedding.h"
 
 namespace megatron::transformer {
 
+at::Tensor ContextParallelCausalMask(int64_t s_local, int cp, int cp_rank, const at::Device& device) {
+  const int64_t s = s_local * cp;
+  const std::vector<int64_t> local = parallel_state::ZigzagPositions(s, cp, cp_rank);
+  std::vector<int64_t> keys;
+  for (int r = 0; r < cp; ++r) {
+    const std::vector<int64_t> p = parallel_state::ZigzagPositions(s, cp, r);
+    keys.insert(keys.end(), p.begin(), p.end());
+  }
+  const auto opts = at::TensorOptions().dtype(at::kLong);
+  const at::Tensor q_pos = at::tensor(local, opts).view({s_local, 1});
+  const at::Tensor k_pos = at::tensor(keys, opts).view({1, s});
+  return k_pos.gt(q_pos).view({1, 1, s_local, s}).to(device);  // true = masked (a later position)
+}
+
 SelfAttention::SelfAttention(const TransformerConfig& config, const BackendProvider& backend, int layer_index,
                              const ModelParallel& parallel)
     : config_(config),
+      parallel_(parallel),
       layer_index_(layer_index),
       heads_(config.num_attention_heads / parallel.tp_size()),
       groups_(config.num_query_groups / parallel.tp_size()) {
@@ -64,6 +83,18 @@ at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_
     q = models::ApplyRotaryPosEmb(q, rotary_freqs);
     k = models::ApplyRotaryPosEmb(k, rotary_freqs);
   }
+  AttnMask mask_type = config_.attn_mask_type;
+  at::Tensor mask = attention_mask;
+  if (parallel_.cp_size() > 1) {
+    TORCH_CHECK(cache == nullptr && config_.attn_mask_type == AttnMask::kCausal,
+                "SelfAttention: context parallelism supports causal training attention only (no KV cache)");
+    // Every rank's queries attend to every rank's keys: gather [s_local, b, ng, hn] over CP (backward
+    // reduce-scatters the key/value gradients), then mask by global position.
+    k = tensor_parallel::GatherFromSequenceParallelRegion(k.contiguous(), parallel_.cp);
+    v = tensor_parallel::GatherFromSequenceParallelRegion(v.contiguous(), parallel_.cp);
+    mask = ContextParallelCausalMask(s, parallel_.cp_size(), parallel_.cp_rank(), q.device());
+    mask_type = AttnMask::kPadding;
+  }
   // [s, b, n, hn] -> [b, n, s, hn]
   q = q.permute({1, 2, 0, 3});
   k = k.permute({1, 2, 0, 3});
@@ -84,7 +115,7 @@ at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_
     v = v.repeat_interleave(heads_per_group, 1);
   }
   const double dropout_p = training() ? config_.attention_dropout : 0.0;
-  at::Tensor context = core_attention_->Forward(q, k, v, config_.attn_mask_type, dropout_p, attention_mask,
+  at::Tensor context = core_attention_->Forward(q, k, v, mask_type, dropout_p, mask,
                                                 attention_bias);  // [b, np, s, hn]
   context = context.permute({2, 0, 1, 3}).reshape({s, b, heads_ * hn});
   return linear_proj_ != nullptr ? linear_proj_->Forward(context) : linear_proj_tp_->Forward(context);

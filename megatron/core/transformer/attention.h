@@ -31,6 +31,10 @@ struct KVCache {
   explicit KVCache(int num_layers) : keys(num_layers), values(num_layers) {}
 };
 
+// The boolean mask (true = masked) [1, 1, s_local, s_local·cp] of CP rank cp_rank's zigzag queries against the
+// keys gathered over CP in rank order: a key is masked when its global position is later than the query's.
+at::Tensor ContextParallelCausalMask(int64_t s_local, int cp, int cp_rank, const at::Device& device);
+
 class SelfAttention : public MegatronModule {
  public:
   SelfAttention(const TransformerConfig& config, const BackendProvider& backend, int layer_index,
@@ -40,11 +44,14 @@ class SelfAttention : public MegatronModule {
   // With `cache`, keys/values of x are appended to cache->keys[layer_index] and attention spans all of them.
   // The mask is config.attn_mask_type; for kPadding, `attention_mask` is the boolean mask of CoreAttention.
   // `attention_bias`: added to the scores (CoreAttention), e.g. T5's relative position bias [1, np, s, s].
+  // Under context parallelism x holds this rank's zigzag tokens; keys and values are gathered over CP and the
+  // causal mask follows global positions (kCausal only).
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& rotary_freqs, KVCache* cache,
                      const at::Tensor& attention_mask = {}, const at::Tensor& attention_bias = {}) const;
 
  private:
   TransformerConfig config_;
+  ModelParallel parallel_;
   int layer_index_;
   int64_t heads_;   // attention heads on this rank (np / tp)
   int64_t groups_;  // query groups on this rank (ng / tp)

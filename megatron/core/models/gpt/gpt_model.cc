@@ -4,11 +4,13 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/linear.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/core/Reduction.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "megatron/core/parallel_state/context_parallel.h"
 #include "megatron/core/tensor_parallel/cross_entropy.h"
 #include "megatron/core/tensor_parallel/mappings.h"
 
@@ -86,6 +88,19 @@ GPTModel::GPTModel(const TransformerConfig& config, std::shared_ptr<const transf
   }
 }
 
+at::Tensor GPTModel::ContextParallelPositions(int64_t s_local, const at::Device& device) const {
+  const std::vector<int64_t> p =
+      parallel_state::ZigzagPositions(s_local * parallel_.cp_size(), parallel_.cp_size(), parallel_.cp_rank());
+  return at::tensor(p, at::TensorOptions().dtype(at::kLong)).to(device);
+}
+
+at::Tensor GPTModel::RotaryFreqs(int64_t s_local, int64_t offset, const at::Device& device) const {
+  if (parallel_.cp_size() == 1) return rotary_pos_emb_->Forward(s_local, offset, device);
+  // RoPE for the whole sequence, then this rank's zigzag positions (Megatron's get_pos_emb_on_this_cp_rank).
+  const at::Tensor full = rotary_pos_emb_->Forward(s_local * parallel_.cp_size(), 0, device);
+  return full.index_select(0, ContextParallelPositions(s_local, device));
+}
+
 at::Tensor GPTModel::Embed(const at::Tensor& input_ids, const at::Tensor& position_ids, int64_t offset) const {
   TORCH_CHECK(input_ids.dim() == 2, "GPTModel: input_ids must be [b, s], got ", input_ids.sizes());
   const int64_t b = input_ids.size(0), s = input_ids.size(1);
@@ -95,7 +110,9 @@ at::Tensor GPTModel::Embed(const at::Tensor& input_ids, const at::Tensor& positi
               config_.max_position_embeddings);
   at::Tensor positions = position_ids;
   if (!positions.defined()) {
-    positions = at::arange(offset, offset + s, input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({b, s});
+    positions = parallel_.cp_size() > 1
+                    ? ContextParallelPositions(s, input_ids.device()).unsqueeze(0).expand({b, s})
+                    : at::arange(offset, offset + s, input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({b, s});
   }
   return embedding_->Forward(input_ids, positions);
 }
@@ -133,7 +150,7 @@ at::Tensor GPTModel::HiddenToLogits(at::Tensor h, transformer::KVCache* cache) c
   const int64_t s = h.size(0);
   const int64_t offset = cache != nullptr ? cache->seq_len : 0;
   at::Tensor freqs;
-  if (rotary_pos_emb_) freqs = rotary_pos_emb_->Forward(s, offset, h.device());
+  if (rotary_pos_emb_) freqs = RotaryFreqs(s, offset, h.device());
   h = decoder_->Forward(h, freqs, cache);
   if (cache != nullptr) cache->seq_len += s;
   return Project(h);
@@ -176,7 +193,7 @@ at::Tensor GPTModel::StageForward(const at::Tensor& input, const at::Tensor& pos
     s = input.size(0) * (parallel_.enabled() && parallel_.sequence_parallel ? parallel_.tp_size() : 1);
   }
   at::Tensor freqs;
-  if (rotary_pos_emb_) freqs = rotary_pos_emb_->Forward(s, 0, h.device());
+  if (rotary_pos_emb_) freqs = RotaryFreqs(s, 0, h.device());
   h = decoder_->Forward(h, freqs, nullptr);
   if (!stage_.post_process) return h;
   TORCH_CHECK(labels.defined() && labels.dim() == 2 && labels.size(1) == s,

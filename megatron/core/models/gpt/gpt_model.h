@@ -117,6 +117,10 @@ class GPTModel : public transformer::MegatronModule {
   // Vocab-parallel or full logits [s, b, V(/tp)] and labels [b, s] -> per-token loss [b, s].
   at::Tensor LossFromLogits(const at::Tensor& logits, const at::Tensor& labels) const;
   const at::Tensor& OutputWeight() const;
+  // Context parallelism: this rank's zigzag global positions [s_local], and RoPE frequencies for the tokens
+  // this rank holds (the plain [s, 1, 1, hn] table without CP).
+  at::Tensor ContextParallelPositions(int64_t s_local, const at::Device& device) const;
+  at::Tensor RotaryFreqs(int64_t s_local, int64_t offset, const at::Device& device) const;
 
   // The last chunk's copy of the tied word embeddings (Megatron's output_layer with shared_embedding).
   class TiedOutputWeight : public transformer::MegatronModule {

@@ -1,0 +1,123 @@
+#include "megatron/core/optimizer/distributed_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+
+namespace megatron::optimizer {
+namespace {
+
+bool IsHalf(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
+
+}  // namespace
+
+DistributedAdamW::DistributedAdamW(const distributed::DataParallelGrads& grads, AdamWConfig config)
+    : grads_(grads), config_(config) {
+  const int64_t shard = grads.buffer().numel() / grads.group()->size();
+  shard_begin_ = shard * grads.group()->rank();
+  shard_end_ = shard_begin_ + shard;
+  at::NoGradGuard no_grad;
+  const auto& entries = grads.entries();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& e = entries[i];
+    const int64_t lo = std::max(e.offset, shard_begin_), hi = std::min(e.offset + e.numel, shard_end_);
+    if (lo >= hi) continue;
+    Segment s;
+    s.entry = static_cast<int>(i);
+    s.param_begin = lo - e.offset;
+    s.buffer_begin = lo;
+    s.numel = hi - lo;
+    s.decay = e.param.dim() > 1;  // no decay on biases and norm weights, as AdamW
+    at::Tensor view = e.param.detach().view(-1).slice(0, s.param_begin, s.param_begin + s.numel);
+    const at::ScalarType state_type = IsHalf(e.param.scalar_type()) ? at::kFloat : e.param.scalar_type();
+    s.master = IsHalf(e.param.scalar_type()) ? view.to(at::kFloat) : view;
+    s.exp_avg = at::zeros({s.numel}, view.options().dtype(state_type));
+    s.exp_avg_sq = at::zeros({s.numel}, view.options().dtype(state_type));
+    segments_.push_back(std::move(s));
+  }
+}
+
+int64_t DistributedAdamW::StateBytes() const {
+  int64_t bytes = 0;
+  for (const Segment& s : segments_) {
+    bytes += s.exp_avg.nbytes() + s.exp_avg_sq.nbytes();
+    if (IsHalf(grads_.entries()[s.entry].param.scalar_type())) bytes += s.master.nbytes();
+  }
+  return bytes;
+}
+
+absl::StatusOr<double> DistributedAdamW::ClipGradNorm(double max_norm,
+                                                      const std::function<bool(const std::string&)>& counted,
+                                                      distributed::Group* model_group) {
+  at::NoGradGuard no_grad;
+  double sum = 0;
+  for (const Segment& s : segments_) {
+    if (!counted(grads_.entries()[s.entry].name)) continue;
+    at::Tensor g = grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel);
+    const double n = (g.scalar_type() == at::kDouble ? g.norm() : g.to(at::kFloat).norm()).item<double>();
+    sum += n * n;
+  }
+  at::Tensor total_sq = at::full({1}, sum, at::TensorOptions().dtype(at::kDouble));
+  if (absl::Status st = grads_.group()->AllReduce(total_sq); !st.ok()) return st;
+  if (model_group != nullptr && model_group->size() > 1) {
+    if (absl::Status st = model_group->AllReduce(total_sq); !st.ok()) return st;
+  }
+  const double total = std::sqrt(total_sq.item<double>());
+  if (max_norm > 0.0 && total > max_norm) {
+    const double coeff = max_norm / (total + 1e-6);  // optimizer::ClipGradNorm's form
+    for (const Segment& s : segments_) {
+      grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel).mul_(coeff);
+    }
+  }
+  return total;
+}
+
+absl::Status DistributedAdamW::Step(double lr) {
+  at::NoGradGuard no_grad;
+  ++step_;
+  const double bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
+  const double bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
+  const double step_size = lr / bias_correction1;
+  const double inv_sqrt_bc2 = 1.0 / std::sqrt(bias_correction2);
+  const auto& entries = grads_.entries();
+  for (Segment& s : segments_) {
+    at::Tensor grad = grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel);
+    if (s.master.scalar_type() != grad.scalar_type()) grad = grad.to(s.master.scalar_type());
+    s.exp_avg.mul_(config_.beta1).add_(grad, 1.0 - config_.beta1);
+    s.exp_avg_sq.mul_(config_.beta2).addcmul_(grad, grad, 1.0 - config_.beta2);
+    if (s.decay && config_.weight_decay != 0.0) s.master.mul_(1.0 - lr * config_.weight_decay);
+    at::Tensor denom = (s.exp_avg_sq.sqrt() * inv_sqrt_bc2).add_(config_.eps);
+    s.master.addcdiv_(s.exp_avg, denom, -step_size);
+    if (IsHalf(entries[s.entry].param.scalar_type())) {
+      entries[s.entry].param.detach().view(-1).slice(0, s.param_begin, s.param_begin + s.numel).copy_(s.master);
+    }
+  }
+  // All-gather: every rank contributes its updated range, laid out like the gradient buffer.
+  const at::Tensor& buffer = grads_.buffer();
+  at::Tensor shard = at::zeros({shard_numel()}, entries.front().param.options().requires_grad(false));
+  for (const Segment& s : segments_) {
+    shard.slice(0, s.buffer_begin - shard_begin_, s.buffer_begin - shard_begin_ + s.numel)
+        .copy_(entries[s.entry].param.detach().view(-1).slice(0, s.param_begin, s.param_begin + s.numel));
+  }
+  absl::StatusOr<at::Tensor> full = grads_.group()->AllGatherConcat(shard);
+  if (!full.ok()) return full.status();
+  TORCH_CHECK(full->numel() == buffer.numel(), "DistributedAdamW: gathered ", full->numel(),
+              " elements for a buffer of ", buffer.numel());
+  for (const auto& e : entries) {
+    e.param.detach().view(-1).copy_(full->slice(0, e.offset, e.offset + e.numel));
+  }
+  return absl::OkStatus();
+}
+
+void DistributedAdamW::ZeroGrad() {
+  for (const auto& e : grads_.entries()) {
+    at::Tensor p = e.param;
+    p.mutable_grad().reset();
+  }
+}
+
+}  // namespace megatron::optimizer
