@@ -54,7 +54,7 @@ struct MaskingConfig {
   bool masking_do_full_word = true;
   bool masking_use_longer_ngrams = false;
   bool masking_use_geometric_distribution = false;
-  int max_predictions = 0;  // a cap on masked tokens per sample; 0 = none (Megatron's --max-predictions... cap)
+  int max_predictions = 0;  // a cap on masked tokens per sample (legacy max_predictions_per_seq); 0 = none
   double short_sequence_probability = 0.1;
 };
 
