@@ -27,8 +27,11 @@ absl::StatusOr<datasets::CorpusFormat> ParseFormat(const std::string& format) {
   return absl::InvalidArgumentError(absl::StrCat("data.format: \"", format, "\" is not auto, jsonl, text or fortune"));
 }
 
-absl::StatusOr<std::vector<std::string>> ReadDocuments(const proto::DataConfig& config, const std::string& base_dir,
-                                                       const std::string& needed_for) {
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ReadCorpusDocuments(const proto::DataConfig& config,
+                                                             const std::string& base_dir,
+                                                             const std::string& needed_for) {
   if (config.corpus_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat("data.corpus: empty, but a corpus is needed to build ", needed_for));
   }
@@ -44,6 +47,8 @@ absl::StatusOr<std::vector<std::string>> ReadDocuments(const proto::DataConfig& 
   if (docs->empty()) return absl::InvalidArgumentError("data.corpus: no documents found");
   return docs;
 }
+
+namespace {
 
 // Tokenizes every document (EOD appended) into prefix.bin / prefix.idx.
 absl::Status BuildIndexedDataset(const std::vector<std::string>& documents,
@@ -103,6 +108,31 @@ std::string ResolvePath(const std::string& base_dir, const std::string& path) {
   return base_dir + "/" + path;
 }
 
+absl::StatusOr<tokenizers::ByteLevelBPETokenizer> PrepareTokenizer(const proto::DataConfig& config,
+                                                                   const std::string& base_dir, bool* trained) {
+  if (config.tokenizer().empty()) return absl::InvalidArgumentError("data.tokenizer: required (a tokenizer.json path)");
+  const std::string tokenizer_path = ResolvePath(base_dir, config.tokenizer());
+  *trained = false;
+  if (!utils::PathExists(tokenizer_path)) {
+    auto documents = ReadCorpusDocuments(config, base_dir, tokenizer_path);
+    if (!documents.ok()) return documents.status();
+    std::fprintf(stderr, "training a byte-level BPE tokenizer (vocab %d) on %zu documents...\n",
+                 config.tokenizer_vocab_size(), documents->size());
+    const auto start = std::chrono::steady_clock::now();
+    tokenizers::BpeTrainerOptions options;
+    options.vocab_size = config.tokenizer_vocab_size();
+    auto tokenizer = tokenizers::ByteLevelBPETokenizer::Train(*documents, options);
+    if (!tokenizer.ok()) return tokenizer.status();
+    if (absl::Status s = utils::MakeParentDirectories(tokenizer_path); !s.ok()) return s;
+    if (absl::Status s = tokenizer->Save(tokenizer_path); !s.ok()) return s;
+    std::fprintf(stderr, "tokenizer: %d ids in %.1f s -> %s\n", tokenizer->vocab_size(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                 tokenizer_path.c_str());
+    *trained = true;
+  }
+  return tokenizers::ByteLevelBPETokenizer::Load(tokenizer_path);
+}
+
 absl::StatusOr<std::unique_ptr<GptData>> GptData::Prepare(const proto::DataConfig& config,
                                                           const std::string& base_dir, int64_t train_samples,
                                                           int64_t valid_samples) {
@@ -111,36 +141,16 @@ absl::StatusOr<std::unique_ptr<GptData>> GptData::Prepare(const proto::DataConfi
     return absl::InvalidArgumentError("data.data_prefix: required (the .bin/.idx prefix)");
   }
   if (absl::StatusOr<datasets::CorpusFormat> f = ParseFormat(config.format()); !f.ok()) return f.status();
-  const std::string tokenizer_path = ResolvePath(base_dir, config.tokenizer());
   const std::string prefix = ResolvePath(base_dir, config.data_prefix());
   std::optional<std::vector<std::string>> documents;
-
   bool trained_tokenizer = false;
-  if (!utils::PathExists(tokenizer_path)) {
-    auto docs = ReadDocuments(config, base_dir, tokenizer_path);
-    if (!docs.ok()) return docs.status();
-    documents = std::move(*docs);
-    std::fprintf(stderr, "training a byte-level BPE tokenizer (vocab %d) on %zu documents...\n",
-                 config.tokenizer_vocab_size(), documents->size());
-    const auto start = std::chrono::steady_clock::now();
-    tokenizers::BpeTrainerOptions options;
-    options.vocab_size = config.tokenizer_vocab_size();
-    auto trained = tokenizers::ByteLevelBPETokenizer::Train(*documents, options);
-    if (!trained.ok()) return trained.status();
-    if (absl::Status s = utils::MakeParentDirectories(tokenizer_path); !s.ok()) return s;
-    if (absl::Status s = trained->Save(tokenizer_path); !s.ok()) return s;
-    std::fprintf(stderr, "tokenizer: %d ids in %.1f s -> %s\n", trained->vocab_size(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-                 tokenizer_path.c_str());
-    trained_tokenizer = true;
-  }
-  auto tokenizer = tokenizers::ByteLevelBPETokenizer::Load(tokenizer_path);
+  auto tokenizer = PrepareTokenizer(config, base_dir, &trained_tokenizer);
   if (!tokenizer.ok()) return tokenizer.status();
 
   // A dataset tokenized with another tokenizer would be silently wrong: rebuild it with the new one.
   if (trained_tokenizer || !utils::PathExists(prefix + ".idx") || !utils::PathExists(prefix + ".bin")) {
     if (!documents) {
-      auto docs = ReadDocuments(config, base_dir, prefix + ".{bin,idx}");
+      auto docs = ReadCorpusDocuments(config, base_dir, prefix + ".{bin,idx}");
       if (!docs.ok()) return docs.status();
       documents = std::move(*docs);
     }

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -47,5 +48,15 @@ class GptData {
 
 // `path` if absolute, else base_dir/path.
 std::string ResolvePath(const std::string& base_dir, const std::string& path);
+
+// The pieces of Prepare that other pretraining data (BERT, T5) shares:
+// the documents of data.corpus (errors name the field; `needed_for` says what they are read for) ...
+absl::StatusOr<std::vector<std::string>> ReadCorpusDocuments(const proto::DataConfig& config,
+                                                             const std::string& base_dir,
+                                                             const std::string& needed_for);
+// ... and the tokenizer at data.tokenizer, trained on the corpus and written first if the file does not exist
+// (*trained says so: datasets tokenized with an older tokenizer must then be rebuilt).
+absl::StatusOr<tokenizers::ByteLevelBPETokenizer> PrepareTokenizer(const proto::DataConfig& config,
+                                                                   const std::string& base_dir, bool* trained);
 
 }  // namespace megatron::training

@@ -15,8 +15,10 @@ namespace megatron::transformer {
 namespace {
 
 // out[b,n,i,:] = sum_j softmax_j(q_i . k_j * scale | allowed(i, j)) v_j; a row with nothing allowed is zero.
+// With `bias`, bias(b, n, i, j) is added to the scaled score.
 at::Tensor Reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                     const std::function<bool(int64_t, int64_t, int64_t)>& allowed) {
+                     const std::function<bool(int64_t, int64_t, int64_t)>& allowed,
+                     const std::function<double(int64_t, int64_t, int64_t, int64_t)>& bias = nullptr) {
   const int64_t B = q.size(0), N = q.size(1), SQ = q.size(2), SK = k.size(2), H = q.size(3);
   at::Tensor out = at::zeros({B, N, SQ, H}, q.options().dtype(at::kDouble));
   auto qa = q.accessor<double, 4>(), ka = k.accessor<double, 4>(), va = v.accessor<double, 4>();
@@ -30,7 +32,7 @@ at::Tensor Reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
           if (!allowed(b, i, j)) continue;
           double d = 0;
           for (int64_t h = 0; h < H; ++h) d += qa[b][n][i][h] * ka[b][n][j][h];
-          s[j] = d * scale;
+          s[j] = d * scale + (bias ? bias(b, n, i, j) : 0.0);
           mx = std::max(mx, s[j]);
         }
         if (std::isinf(mx)) continue;
@@ -80,6 +82,44 @@ TEST_F(CoreAttentionTest, PaddingMaskTrueMeansMaskedAndEmptyRowsAreZero) {
   EXPECT_TRUE(out.allclose(ref, 1e-10, 1e-12)) << (out - ref).abs().max();
   EXPECT_EQ(out[0][1][4].abs().sum().item<double>(), 0.0);
   EXPECT_THROW(attention_->Forward(q_, k_, v_, AttnMask::kPadding, 0.0), c10::Error);
+}
+
+// An additive bias [1, np, sq, sk] (T5's relative position bias) with each mask type, and its gradient against
+// central differences.
+TEST_F(CoreAttentionTest, AdditiveBiasWithEveryMaskAndItsGradient) {
+  at::Tensor bias = at::randn({1, 3, 5, 5}, at::kDouble);
+  auto b = [&](int64_t, int64_t n, int64_t i, int64_t j) { return bias[0][n][i][j].item<double>(); };
+  at::Tensor none = attention_->Forward(q_, k_, v_, AttnMask::kNone, 0.0, {}, bias);
+  EXPECT_TRUE(none.allclose(Reference(q_, k_, v_, scale(), [](int64_t, int64_t, int64_t) { return true; }, b),
+                            1e-10, 1e-12));
+  at::Tensor causal = attention_->Forward(q_, k_, v_, AttnMask::kCausal, 0.0, {}, bias);
+  EXPECT_TRUE(causal.allclose(
+      Reference(q_, k_, v_, scale(), [](int64_t, int64_t i, int64_t j) { return j <= i; }, b), 1e-10, 1e-12));
+  at::Tensor mask = at::zeros({2, 1, 1, 5}, at::kBool);
+  mask.select(0, 1).narrow(-1, 2, 3).fill_(true);  // sample 1: keys 2.. are padding
+  at::Tensor padded = attention_->Forward(q_, k_, v_, AttnMask::kPadding, 0.0, mask, bias);
+  EXPECT_TRUE(padded.allclose(
+      Reference(q_, k_, v_, scale(), [](int64_t s, int64_t, int64_t j) { return s == 0 || j < 2; }, b), 1e-10,
+      1e-12));
+
+  at::Tensor weights = at::randn({2, 3, 5, 8}, at::kDouble);
+  at::Tensor leaf = bias.clone().set_requires_grad(true);
+  (attention_->Forward(q_, k_, v_, AttnMask::kCausal, 0.0, {}, leaf) * weights).sum().backward();
+  const double h = 1e-6;
+  for (int64_t n = 0; n < 3; ++n) {
+    for (int64_t i = 0; i < 5; ++i) {
+      for (int64_t j = 0; j < 5; ++j) {
+        at::Tensor plus = bias.clone(), minus = bias.clone();
+        plus[0][n][i][j] += h;
+        minus[0][n][i][j] -= h;
+        const double fd = ((attention_->Forward(q_, k_, v_, AttnMask::kCausal, 0.0, {}, plus) * weights).sum() -
+                           (attention_->Forward(q_, k_, v_, AttnMask::kCausal, 0.0, {}, minus) * weights).sum())
+                              .item<double>() /
+                          (2 * h);
+        EXPECT_NEAR(leaf.grad()[0][n][i][j].item<double>(), fd, 1e-7) << n << " " << i << " " << j;
+      }
+    }
+  }
 }
 
 }  // namespace

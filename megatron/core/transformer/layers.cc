@@ -102,7 +102,9 @@ class SdpaAttention : public CoreAttention {
       TORCH_CHECK(sk >= sq, "CoreAttention: ", sk, " keys for ", sq, " queries");
       allowed = at::ones({sq, sk}, q.options().dtype(at::kBool)).tril(sk - sq);
     }
-    at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(at::kFloat) * scale_ + bias.to(at::kFloat);
+    // Scores and softmax in fp32 (fp64 stays fp64, for reference computations).
+    const at::ScalarType acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(acc) * scale_ + bias.to(acc);
     at::Tensor any_allowed;
     if (allowed.defined()) {
       scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
