@@ -79,7 +79,7 @@ TEST(Presets, Qwen2SmallSigLIP) {
   EXPECT_EQ(n.vision_model, kSiglip448);
   EXPECT_EQ(n.vision_projection, 2 * 4608 + 4608 * 4096 + 4096 * 896);  // input LayerNorm, fc1, fc2
   EXPECT_EQ(c.img_seq_len, 256);
-  EXPECT_EQ(c.language_model.share_embeddings_and_output_weights, true);
+  EXPECT_EQ(c.language.share_embeddings_and_output_weights, true);
 }
 
 // The arithmetic the presets rely on equals the modules' own counts.
@@ -106,11 +106,12 @@ TEST(ParameterCounts, EqualTheModules) {
                    patch_dim: 2 img_h: 8 img_w: 8 }
     projector { layernorm: true add_bias_linear: true }
     pixel_shuffle: true
+    drop_vision_class_token: false
   )pb", &p));
   LlavaConfigs c;
   ASSERT_TRUE(LlavaConfigsFromProto(p, 0, &c).ok());
   EXPECT_EQ(c.img_seq_len, 4);
-  auto vit = CLIPViTModel::Create(c.vision_model);
+  auto vit = CLIPViTModel::Create(c.vision);
   auto proj = MultimodalProjector::Create(c.projector);
   ASSERT_TRUE(vit.ok() && proj.ok());
   EXPECT_EQ(CountLlavaParameters(c).vision_model, (*vit)->NumParameters());
@@ -135,9 +136,11 @@ TEST(LlavaConfigsFromProto, ErrorsNameTheField) {
   // 336 / 14 = 24 is even, but CLIP's class token is kept here.
   EXPECT_NE(error("pixel_shuffle: true drop_vision_class_token: false").find("pixel_shuffle"), std::string::npos);
   // 27 x 27 patches cannot be shuffled 2 x 2.
-  EXPECT_NE(error("pixel_shuffle: true vision_model { model_subtype: SIGLIP img_h: 378 img_w: 378 }")
+  EXPECT_NE(error("pixel_shuffle: true drop_vision_class_token: false "
+                  "vision_model { model_subtype: SIGLIP img_h: 378 img_w: 378 }")
                 .find("pixel_shuffle"),
             std::string::npos);
+  EXPECT_NE(error("vision_model { model_subtype: SIGLIP }").find("drop_vision_class_token"), std::string::npos);
   EXPECT_NE(error("projector { activation: SWIGLU }").find("projector.activation"), std::string::npos);
   // The default language model (1024 positions) cannot hold one 577-token tile.
   EXPECT_NE(error("drop_vision_class_token: false vision_model { img_h: 448 img_w: 448 }")

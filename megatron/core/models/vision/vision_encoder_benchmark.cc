@@ -51,7 +51,7 @@ int Usage(const std::string& why) {
 at::Tensor ImagePath(const CLIPViTModel& vit, const MultimodalProjector& proj, const LlavaConfigs& c,
                      const at::Tensor& images) {
   at::Tensor x = vit.Forward(images);  // [b, seq, h]
-  const VisionConfig& v = c.vision_model;
+  const VisionConfig& v = c.vision;
   if (v.add_class_token && c.drop_vision_class_token) x = x.slice(1, v.class_token_len);
   if (c.pixel_shuffle) x = PixelShuffle(x);
   return proj.Forward(x);  // [b, img_seq_len, lm hidden]
@@ -65,11 +65,11 @@ int Run(const Flags& f) {
   LlavaConfigs c;
   if (absl::Status s = LlavaConfigsFromProto(p, 0, &c); !s.ok()) return Usage(f.preset + ": " + std::string(s.message()));
   at::manual_seed(1234);
-  auto vit = CLIPViTModel::Create(c.vision_model);
+  auto vit = CLIPViTModel::Create(c.vision);
   auto proj = MultimodalProjector::Create(c.projector);
   if (!vit.ok() || !proj.ok()) return Usage("model construction failed");
   const at::Device device(f.device);
-  const VisionConfig& v = c.vision_model;
+  const VisionConfig& v = c.vision;
   const at::Tensor probe_image = at::randn({1, 3, v.img_h, v.img_w});
   at::Tensor cpu_out;
   if (f.check && device.type() != at::kCPU) {

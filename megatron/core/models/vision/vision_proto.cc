@@ -22,7 +22,7 @@ transformer::Activation ToActivation(proto::Activation a) {
   return transformer::Activation::kGelu;
 }
 
-// Re-roots an error "model.x: ..." or "vision_model.x: ..." under `prefix` ("language_model.").
+// Re-roots an error "model.x: ..." (transformer::FromProto) as "language_model.x: ...".
 absl::Status Reroot(const absl::Status& s, absl::string_view from, absl::string_view to) {
   absl::string_view m = s.message();
   if (absl::ConsumePrefix(&m, from)) return absl::Status(s.code(), absl::StrCat(to, m));
@@ -73,15 +73,19 @@ absl::Status ProjectorConfigFromProto(const proto::ProjectorConfig& p, int input
 
 absl::Status LlavaConfigsFromProto(const proto::LlavaModelConfig& p, int tokenizer_vocab_size, LlavaConfigs* out) {
   LlavaConfigs c;
-  if (absl::Status s = transformer::FromProto(p.language_model(), tokenizer_vocab_size, &c.language_model);
+  if (absl::Status s = transformer::FromProto(p.language_model(), tokenizer_vocab_size, &c.language);
       !s.ok()) {
     return Reroot(s, "model.", "language_model.");
   }
-  if (absl::Status s = VisionConfigFromProto(p.vision_model(), &c.vision_model); !s.ok()) return s;
+  if (absl::Status s = VisionConfigFromProto(p.vision_model(), &c.vision); !s.ok()) return s;
   c.drop_vision_class_token = p.drop_vision_class_token();
   c.pixel_shuffle = p.pixel_shuffle();
   c.image_token_index = p.image_token_index();
-  const VisionConfig& v = c.vision_model;
+  const VisionConfig& v = c.vision;
+  if (v.model_subtype == VisionSubtype::kSiglip && c.drop_vision_class_token) {
+    return absl::InvalidArgumentError(
+        "drop_vision_class_token: SigLIP has no class token; set it to false (Megatron asserts the same)");
+  }
   const bool keeps_class_token = v.add_class_token && !c.drop_vision_class_token;
   if (c.pixel_shuffle) {
     const int gh = v.img_h / v.patch_dim, gw = v.img_w / v.patch_dim;
@@ -105,14 +109,14 @@ absl::Status LlavaConfigsFromProto(const proto::LlavaModelConfig& p, int tokeniz
   absl::StatusOr<int> n = GetNumImageEmbeddings(o);
   if (!n.ok()) return n.status();
   c.img_seq_len = *n;
-  if (c.img_seq_len >= c.language_model.max_position_embeddings) {
+  if (c.img_seq_len >= c.language.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat("language_model.max_position_embeddings: ",
-                                                   c.language_model.max_position_embeddings,
+                                                   c.language.max_position_embeddings,
                                                    " leaves no room for text after one image tile of ",
                                                    c.img_seq_len, " embeddings"));
   }
   const int input_size = v.transformer.hidden_size * (c.pixel_shuffle ? 4 : 1);
-  if (absl::Status s = ProjectorConfigFromProto(p.projector(), input_size, c.language_model.hidden_size,
+  if (absl::Status s = ProjectorConfigFromProto(p.projector(), input_size, c.language.hidden_size,
                                                 &c.projector);
       !s.ok()) {
     return s;
@@ -133,7 +137,7 @@ int64_t GptParameterCount(const transformer::TransformerConfig& c) {
 }
 
 LlavaParameterCounts CountLlavaParameters(const LlavaConfigs& c) {
-  return {GptParameterCount(c.language_model), VisionParameterCount(c.vision_model),
+  return {GptParameterCount(c.language), VisionParameterCount(c.vision),
           ProjectorParameterCount(c.projector)};
 }
 

@@ -25,19 +25,20 @@ absl::Status VisionConfigFromProto(const proto::VisionModelConfig& p, VisionConf
 absl::Status ProjectorConfigFromProto(const proto::ProjectorConfig& p, int input_size, int hidden_size,
                                       ProjectorConfig* out);
 
+// The fields (and defaults) of multimodal::LlavaConfig, which can be filled from this one for one.
 struct LlavaConfigs {
-  transformer::TransformerConfig language_model;
-  VisionConfig vision_model;
+  transformer::TransformerConfig language;
+  VisionConfig vision;
   ProjectorConfig projector;
-  bool drop_vision_class_token = true;  // no-op for SigLIP (no class token)
+  bool drop_vision_class_token = true;  // must be false for SigLIP (it has none; Megatron asserts the same)
   bool pixel_shuffle = false;
   int image_token_index = -200;
   // Embeddings one image tile contributes to the language model's sequence (GetNumImageEmbeddings).
   int img_seq_len = 0;
 };
 
-// Converts and cross-checks the three parts: projector sizes from the towers, pixel shuffle only on an even
-// square grid without class tokens, image tokens fitting in the language model's max_position_embeddings.
+// Converts and cross-checks the three parts: projector sizes from the towers, no class token to drop for SigLIP,
+// pixel shuffle only on an even square grid without class tokens, image tokens fitting in the language model's max_position_embeddings.
 // `tokenizer_vocab_size` as transformer::FromProto (unused when language_model.vocab_size is set).
 absl::Status LlavaConfigsFromProto(const proto::LlavaModelConfig& p, int tokenizer_vocab_size, LlavaConfigs* out);
 
