@@ -147,7 +147,8 @@ at::Tensor GPTModel::ForwardToLogits(const at::Tensor& input_ids, const at::Tens
 at::Tensor GPTModel::HiddenToLogits(at::Tensor h, transformer::KVCache* cache) const {
   TORCH_CHECK(stage_.whole(config_.num_layers), "GPTModel: Logits/Loss need the whole model; this is a pipeline "
               "chunk (use StageForward)");
-  const int64_t s = h.size(0);
+  // The sequence length of this rank's tokens (h is [s/tp, b, h] after the embedding under sequence parallelism).
+  const int64_t s = h.size(0) * (parallel_.enabled() && parallel_.sequence_parallel ? parallel_.tp_size() : 1);
   const int64_t offset = cache != nullptr ? cache->seq_len : 0;
   at::Tensor freqs;
   if (rotary_pos_emb_) freqs = RotaryFreqs(s, offset, h.device());

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "megatron/core/models/huggingface/hf_util.h"
+#include "megatron/core/models/huggingface/hf_common.h"
 #include "megatron/core/proto/recipe.pb.h"
 
 namespace megatron::models::huggingface {
@@ -133,7 +133,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ConvertHfBertStateDict(
 }
 
 absl::Status LoadHfBertWeights(const std::string& dir, BertModel& model) {
-  absl::StatusOr<std::map<std::string, at::Tensor>> hf = ReadHfTensors(dir);
+  absl::StatusOr<std::map<std::string, at::Tensor>> hf = ReadHfTensors(dir, Dtype::kFloat32);
   if (!hf.ok()) return hf.status();
   absl::StatusOr<std::map<std::string, at::Tensor>> converted = ConvertHfBertStateDict(*hf, model.config());
   if (!converted.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, ": ", converted.status().message()));

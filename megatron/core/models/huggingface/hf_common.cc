@@ -66,7 +66,7 @@ absl::StatusOr<std::string> GetJsonString(const nlohmann::json& j, const std::st
   return it->get<std::string>();
 }
 
-absl::StatusOr<std::map<std::string, at::Tensor>> ReadHfTensors(const std::string& dir) {
+absl::StatusOr<std::map<std::string, at::Tensor>> ReadHfTensors(const std::string& dir, Dtype dtype) {
   std::vector<std::string> files;
   const std::string index_path = dir + "/model.safetensors.index.json";
   if (utils::PathExists(index_path)) {
@@ -92,7 +92,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ReadHfTensors(const std::strin
     absl::StatusOr<std::map<std::string, at::Tensor>> tensors = checkpointing::LoadSafetensors(file);
     if (!tensors.ok()) return tensors.status();
     for (auto& [name, tensor] : *tensors) {
-      if (!out.emplace(name, tensor).second) {
+      if (!out.emplace(name, dtype == Dtype::kFloat32 ? tensor.to(at::kFloat) : tensor).second) {
         return absl::InvalidArgumentError(absl::StrCat(file, ": tensor \"", name, "\" is also in another shard"));
       }
     }

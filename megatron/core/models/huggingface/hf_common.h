@@ -27,8 +27,11 @@ absl::Status GetJsonField(const nlohmann::json& j, const std::string& path, cons
 absl::StatusOr<std::string> GetJsonString(const nlohmann::json& j, const std::string& path, const char* field,
                                           std::optional<std::string> fallback = std::nullopt);
 
-// Every tensor of <dir>/model.safetensors, or of the shards listed by <dir>/model.safetensors.index.json.
-absl::StatusOr<std::map<std::string, at::Tensor>> ReadHfTensors(const std::string& dir);
+// Every tensor of <dir>/model.safetensors, or of the shards listed by <dir>/model.safetensors.index.json, in its
+// stored dtype, or converted to fp32 with Dtype::kFloat32 (what the loaders build models from).
+enum class Dtype { kAsStored, kFloat32 };
+absl::StatusOr<std::map<std::string, at::Tensor>> ReadHfTensors(const std::string& dir,
+                                                                Dtype dtype = Dtype::kAsStored);
 
 // HF order (all q heads, then k heads, then v heads) -> Megatron's [ng, hpg + 2, hn] on dim 0 (Note [QKV layout]
 // in transformer/attention.h); for weights [rows, in] and biases [rows]. UngroupQkv is the inverse.

@@ -12,7 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "megatron/core/checkpointing/safetensors.h"
-#include "megatron/core/models/huggingface/hf_util.h"
+#include "megatron/core/models/huggingface/hf_common.h"
 #include "megatron/core/proto/recipe.pb.h"
 #include "megatron/core/utils/file_io.h"
 
@@ -253,7 +253,7 @@ absl::Status LoadHfWeights(const std::string& dir, GPTModel& model) {
   absl::StatusOr<HfModelInfo> info = ReadHfModelInfo(dir, proto::ModelConfig());
   if (!info.ok()) return info.status();
   info->config = model.config();  // shapes agree with config.json; the model's own flags decide tying
-  absl::StatusOr<std::map<std::string, at::Tensor>> hf = ReadHfTensors(dir);
+  absl::StatusOr<std::map<std::string, at::Tensor>> hf = ReadHfTensors(dir, Dtype::kFloat32);
   if (!hf.ok()) return hf.status();
   absl::StatusOr<std::map<std::string, at::Tensor>> converted = ConvertHfStateDict(*hf, *info);
   if (!converted.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, ": ", converted.status().message()));

@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "megatron/core/models/huggingface/hf_util.h"
+#include "megatron/core/models/huggingface/hf_common.h"
 #include "megatron/core/proto/recipe.pb.h"
 
 namespace megatron::models::huggingface {
@@ -158,7 +158,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ConvertHfT5StateDict(const std
 }
 
 absl::Status LoadHfT5Weights(const std::string& dir, T5Model& model) {
-  absl::StatusOr<std::map<std::string, at::Tensor>> hf = ReadHfTensors(dir);
+  absl::StatusOr<std::map<std::string, at::Tensor>> hf = ReadHfTensors(dir, Dtype::kFloat32);
   if (!hf.ok()) return hf.status();
   absl::StatusOr<std::map<std::string, at::Tensor>> converted =
       ConvertHfT5StateDict(*hf, HfT5Info{model.config(), model.options()});
