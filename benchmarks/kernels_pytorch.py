@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 
 L2_BYTES = 50 * 2**20
+# Backward timing calls autograd.grad on one graph repeatedly (retain_graph); compiled graphs donate buffers by
+# default, which forbids that.
+torch._functorch.config.donated_buffer = False
 
 
 def median_us(fn, sets, reps=30, warmup=5):
@@ -91,11 +94,35 @@ def activation_cases():
         yield (f"{kind}/backward/{shape}", fwd, make, "backward", y_bytes + 2 * x_bytes)
 
 
+def rope_cases():
+    s_, b, n, d = 4096, 2, 32, 128
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, d, 2, dtype=torch.float32, device="cuda") / d))
+    freqs = torch.outer(torch.arange(s_, dtype=torch.float32, device="cuda"), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None, None, :]
+    cos_, sin_ = emb.cos().bfloat16(), emb.sin().bfloat16()
+
+    def fwd(s):  # Megatron's _apply_rotary_pos_emb_bshd (rotate-half, full rotation, mscale 1)
+        t = s["x"]
+        x1, x2 = torch.chunk(t, 2, dim=-1)
+        return t * cos_ + torch.cat((-x2, x1), dim=-1) * sin_
+
+    def make(dir_):
+        s = {"x": torch.randn(s_, b, n, d, device="cuda", dtype=torch.bfloat16)}
+        if dir_ == "backward":
+            s["x"].requires_grad_(True)
+            s["dy"] = torch.randn_like(s["x"])
+        return s
+    nbytes = 2 * s_ * b * n * d * 2
+    yield (f"rope/halves/forward/bf16/{s_}x{b}x{n}x{d}", fwd, make, "forward", nbytes)
+    yield (f"rope/halves/backward/bf16/{s_}x{b}x{n}x{d}", fwd, make, "backward", nbytes)
+
+
 def main():
     results = []
-    for name, fwd, make, dir_, nbytes in list(softmax_cases()) + list(activation_cases()):
+    for name, fwd, make, dir_, nbytes in list(softmax_cases()) + list(activation_cases()) + list(rope_cases()):
         row = {"name": name, "bytes": nbytes}
         for mode in ("eager", "compile"):
+            torch._dynamo.reset()  # a fresh compile per case (no recompile limit across cases)
             f = torch.compile(fwd) if mode == "compile" else fwd
             sets = [make(dir_) for _ in range(n_sets(nbytes))]
             if dir_ == "forward":

@@ -7,6 +7,7 @@
 #include "megatron/core/fusions/activation/activation.h"
 #include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/fusions/norm/norm.h"
+#include "megatron/core/fusions/rope/rope.h"
 
 namespace megatron::transformer {
 namespace {
@@ -93,6 +94,24 @@ struct FusedActivationFunction : public torch::autograd::Function<FusedActivatio
   }
 };
 
+// RoPE on q or k straight from their strided QKV views (no copy); the backward is the transposed rotation, so only
+// the angles are saved.
+struct FusedRopeFunction : public torch::autograd::Function<FusedRopeFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& t, const at::Tensor& freqs) {
+    const at::Tensor f = freqs.contiguous();
+    ctx->save_for_backward({f});
+    const at::Tensor tl = t.stride(-1) == 1 ? t : t.contiguous();
+    return fusions::RopeForward(tl, f, fusions::RopeParams{});
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    const at::Tensor& dy = grad_outputs[0];
+    return {fusions::RopeBackward(dy.stride(-1) == 1 ? dy : dy.contiguous(), s[0], fusions::RopeParams{}),
+            at::Tensor()};
+  }
+};
+
 // weight [hidden] (+ bias [hidden] for LayerNorm): the same names and initial values as the local norms.
 class FusedNorm : public Norm {
  public:
@@ -133,6 +152,9 @@ class Fused : public BackendProvider {
       default:  // ReLU, quick GeLU: no fused kernel (ATen's are single elementwise kernels already)
         return LocalBackend()->Activation(config, x);
     }
+  }
+  at::Tensor ApplyRotaryPosEmb(const at::Tensor& t, const at::Tensor& freqs) const override {
+    return FusedRopeFunction::apply(t, freqs);
   }
   at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const override {
     return FusedCrossEntropyFunction::apply(logits, labels);

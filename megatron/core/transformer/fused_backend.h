@@ -2,7 +2,8 @@
 // (megatron/core/fusions) where one exists. Parameter names are the local backend's, so a checkpoint moves
 // between backends unchanged (tested).
 //
-// Today: LayerNorm / RMSNorm (fusions/norm), the MLP activation (GeLU erf/tanh and SwiGLU: fusions/activation) and
+// Today: LayerNorm / RMSNorm (fusions/norm), RoPE on q and k (fusions/rope), the MLP activation (GeLU erf/tanh and
+// SwiGLU: fusions/activation) and
 // the loss's cross entropy (fusions/cross_entropy, computed from the bf16 logits without an fp32 copy) run our
 // fused ops: CUDA kernels on GPU tensors, the float64 reference on CPU
 // tensors (exact but slow: use LOCAL on CPU). Core attention (SDPA: flash/cuDNN on GPU)

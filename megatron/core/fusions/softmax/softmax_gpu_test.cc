@@ -65,10 +65,11 @@ TEST(SoftmaxCudaTest, MatchesReferenceOnAwkwardShapes) {
   struct Shape {
     int64_t b, np, sq, sk;
   };
-  // Warp rows (sk <= 1024) and block rows; sk multiples of the pack and not; causal needs sq == sk.
+  // Warp rows (sk <= 1024) and block rows, register-cached (sk <= 4096, packed) and streaming (longer or scalar);
+  // sk multiples of the pack and not; causal runs at sq == sk.
   const std::vector<Shape> shapes = {{1, 1, 1, 1}, {2, 3, 5, 5}, {1, 4, 16, 16}, {2, 2, 7, 33},
                                      {1, 2, 64, 64}, {1, 1, 3, 1024}, {1, 1, 1031, 1031}, {1, 2, 2, 2048},
-                                     {1, 1, 3, 4100}};
+                                     {1, 1, 3, 1032}, {1, 1, 3, 4100}, {1, 1, 2, 4104}};
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (const Shape& s : shapes) {
       CheckCase(SoftmaxMask::kNone, dtype, s.b, s.np, s.sq, s.sk, 1, 0);

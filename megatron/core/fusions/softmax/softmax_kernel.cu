@@ -5,11 +5,13 @@
 // per 128-thread block, shuffles only), else 128 threads (4 warps merging through shared memory).
 // Forward: each thread keeps an online softmax over its strided packs (running max m and s = sum exp(z - m),
 // rescaled once per pack when the pack raises the max: kVec + 1 exps per pack, not 2 per element), the row
-// group merges the (m, s) pairs, and a second pass re-reads the row (from L1/L2: a row is at most 32 KB) and
-// writes exp(z - m) / s. Causal rows read only the packs up to the diagonal (j <= i, about half the matrix) and
+// group merges the (m, s) pairs, and writes exp(z - m) / s. Rows of up to 32 elements per thread (sk <= 1024 for a
+// warp, <= 4096 for 128 threads) keep their scores in registers between the two passes (kCachePacks), issuing all
+// of a thread's loads at once; longer rows re-read the row in the second pass (from L1/L2: at most 32 KB). Causal rows read only the packs up to the diagonal (j <= i, about half the matrix) and
 // write zeros beyond it without reading, which is why the causal form moves fewer bytes than the others. The
 // explicit mask is read as kVec-byte packs beside the scores (it is broadcast over heads, so mostly from L2).
-// Backward: dx = scale * y * (dy - sum(dy * y)): one row sum, then a second pass over y and dy (L1/L2 again).
+// Backward: dx = scale * y * (dy - sum(dy * y)): one row sum, then the second pass from registers (or L1/L2 for
+// long rows) again.
 // Scalar path: kVec = 1 when sk is not a multiple of the pack or a base pointer is not 16-byte aligned.
 // Measured: see benchmarks/RESULTS.md (softmax_benchmark on the H100).
 #include <cuda_runtime.h>
@@ -37,6 +39,9 @@ using device::WarpSum;
 constexpr int64_t kMaxWarpRowKeys = 1024;
 // Threads per block in both configurations: 4 warp-rows, or one 4-warp row (16384 bf16 keys = 16 packs a thread).
 constexpr int kBlockThreads = 128;
+// Floats of scores (or of dy and y each) a thread keeps in registers between the passes: 32 (4 bf16 or 8 fp32
+// packs) fits the 255-register budget of a 128-thread block with the backward's two arrays.
+constexpr int kCachedFloats = 32;
 
 struct MaxSum {
   float m;  // running max (-inf: nothing seen yet)
@@ -115,7 +120,8 @@ __device__ __forceinline__ void LoadScores(const T* xr, const uint8_t* mr, int p
   }
 }
 
-template <typename T, int kVec, int kThreadsPerRow, SoftmaxMask kMask>
+// kCache > 0: the row has at most kCache packs per thread and they stay in registers (see the header).
+template <typename T, int kVec, int kThreadsPerRow, SoftmaxMask kMask, int kCache>
 __global__ void __launch_bounds__(kBlockThreads)
     SoftmaxForwardKernel(const T* __restrict__ x, const uint8_t* __restrict__ mask, T* __restrict__ y,
                          int64_t rows, int sq, int sk, int64_t heads, int64_t mask_batches, float scale) {
@@ -133,17 +139,45 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int packs = sk / kVec;
 
   MaxSum st{-INFINITY, 0.f};
-  for (int p = threadIdx.x; p < valid_packs; p += kThreadsPerRow) {
-    float z[kVec];
-    LoadScores<T, kVec, kMask>(xr, mr, p, valid, scale, z);
+  // Folds one pack into the running state; every valid pack has column p * kVec < valid, so m stays finite.
+  auto fold = [&st](const float (&z)[kVec]) {
     float pm = z[0];
 #pragma unroll
     for (int k = 1; k < kVec; ++k) pm = fmaxf(pm, z[k]);
-    const float m = fmaxf(st.m, pm);  // finite: every valid pack has column p * kVec < valid
+    const float m = fmaxf(st.m, pm);
     float s = Rescale(st, m);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) s += __expf(z[k] - m);  // exp(-inf) = 0 for excluded columns
     st = {m, s};
+  };
+  if constexpr (kCache > 0) {
+    float z[kCache][kVec];
+#pragma unroll
+    for (int c = 0; c < kCache; ++c) {
+      const int p = threadIdx.x + c * kThreadsPerRow;
+      if (p < valid_packs) LoadScores<T, kVec, kMask>(xr, mr, p, valid, scale, z[c]);
+    }
+#pragma unroll
+    for (int c = 0; c < kCache; ++c) {
+      if (threadIdx.x + c * kThreadsPerRow < valid_packs) fold(z[c]);
+    }
+    st = RowMerge<kThreadsPerRow>(st);
+    const float inv_sum = 1.f / st.s;
+#pragma unroll
+    for (int c = 0; c < kCache; ++c) {
+      const int p = threadIdx.x + c * kThreadsPerRow;
+      if (p >= packs) break;
+      float out[kVec];
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) out[k] = p < valid_packs ? __expf(z[c][k] - st.m) * inv_sum : 0.f;
+      StorePack<T, kVec>(yr + p * kVec, out);
+    }
+    return;
+  }
+  for (int p = threadIdx.x; p < valid_packs; p += kThreadsPerRow) {
+    float z[kVec];
+    LoadScores<T, kVec, kMask>(xr, mr, p, valid, scale, z);
+    fold(z);
   }
   st = RowMerge<kThreadsPerRow>(st);
   const float inv_sum = 1.f / st.s;
@@ -161,7 +195,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-template <typename T, int kVec, int kThreadsPerRow, bool kCausal>
+template <typename T, int kVec, int kThreadsPerRow, bool kCausal, int kCache>
 __global__ void __launch_bounds__(kBlockThreads)
     SoftmaxBackwardKernel(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx, int64_t rows,
                           int sq, int sk, float scale) {
@@ -174,6 +208,36 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int valid_packs = kCausal ? (static_cast<int>(row % sq) + kVec) / kVec : sk / kVec;
   const int packs = sk / kVec;
   float dot = 0.f;
+  if constexpr (kCache > 0) {
+    float a[kCache][kVec];
+    float b[kCache][kVec];
+#pragma unroll
+    for (int c = 0; c < kCache; ++c) {
+      const int p = threadIdx.x + c * kThreadsPerRow;
+      if (p < valid_packs) {
+        LoadPack<T, kVec>(dyr + p * kVec, a[c]);
+        LoadPack<T, kVec>(yr + p * kVec, b[c]);
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kCache; ++c) {
+      if (threadIdx.x + c * kThreadsPerRow < valid_packs) {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) dot += a[c][k] * b[c][k];
+      }
+    }
+    dot = RowSum<kThreadsPerRow>(dot);
+#pragma unroll
+    for (int c = 0; c < kCache; ++c) {
+      const int p = threadIdx.x + c * kThreadsPerRow;
+      if (p >= packs) break;
+      float out[kVec];
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) out[k] = p < valid_packs ? scale * b[c][k] * (a[c][k] - dot) : 0.f;
+      StorePack<T, kVec>(dxr + p * kVec, out);
+    }
+    return;
+  }
   for (int p = threadIdx.x; p < valid_packs; p += kThreadsPerRow) {
     float a[kVec];
     float b[kVec];
@@ -209,7 +273,7 @@ dim3 Block() {
   return dim3(kThreadsPerRow, kBlockThreads / kThreadsPerRow);
 }
 
-template <typename T, int kVec, int kThreadsPerRow>
+template <typename T, int kVec, int kThreadsPerRow, int kCache>
 cudaError_t ForwardConfig(const SoftmaxForwardArgs& a, const SoftmaxParams& p, cudaStream_t stream) {
   const auto* x = static_cast<const T*>(a.x);
   auto* y = static_cast<T*>(a.y);
@@ -219,22 +283,22 @@ cudaError_t ForwardConfig(const SoftmaxForwardArgs& a, const SoftmaxParams& p, c
   const dim3 block = Block<kThreadsPerRow>();
   switch (p.mask) {
     case SoftmaxMask::kCausal:
-      SoftmaxForwardKernel<T, kVec, kThreadsPerRow, SoftmaxMask::kCausal>
+      SoftmaxForwardKernel<T, kVec, kThreadsPerRow, SoftmaxMask::kCausal, kCache>
           <<<grid, block, 0, stream>>>(x, nullptr, y, a.rows, sq, sk, a.heads, a.mask_batches, p.scale);
       break;
     case SoftmaxMask::kExplicit:
-      SoftmaxForwardKernel<T, kVec, kThreadsPerRow, SoftmaxMask::kExplicit>
+      SoftmaxForwardKernel<T, kVec, kThreadsPerRow, SoftmaxMask::kExplicit, kCache>
           <<<grid, block, 0, stream>>>(x, a.mask, y, a.rows, sq, sk, a.heads, a.mask_batches, p.scale);
       break;
     case SoftmaxMask::kNone:
-      SoftmaxForwardKernel<T, kVec, kThreadsPerRow, SoftmaxMask::kNone>
+      SoftmaxForwardKernel<T, kVec, kThreadsPerRow, SoftmaxMask::kNone, kCache>
           <<<grid, block, 0, stream>>>(x, nullptr, y, a.rows, sq, sk, a.heads, a.mask_batches, p.scale);
       break;
   }
   return cudaGetLastError();
 }
 
-template <typename T, int kVec, int kThreadsPerRow>
+template <typename T, int kVec, int kThreadsPerRow, int kCache>
 cudaError_t BackwardConfig(const SoftmaxBackwardArgs& a, const SoftmaxParams& p, cudaStream_t stream) {
   const auto* dy = static_cast<const T*>(a.dy);
   const auto* y = static_cast<const T*>(a.y);
@@ -242,10 +306,10 @@ cudaError_t BackwardConfig(const SoftmaxBackwardArgs& a, const SoftmaxParams& p,
   const int sq = static_cast<int>(a.sq);
   const int sk = static_cast<int>(a.sk);
   if (p.mask == SoftmaxMask::kCausal) {
-    SoftmaxBackwardKernel<T, kVec, kThreadsPerRow, true>
+    SoftmaxBackwardKernel<T, kVec, kThreadsPerRow, true, kCache>
         <<<Grid<kThreadsPerRow>(a.rows), Block<kThreadsPerRow>(), 0, stream>>>(dy, y, dx, a.rows, sq, sk, p.scale);
   } else {
-    SoftmaxBackwardKernel<T, kVec, kThreadsPerRow, false>
+    SoftmaxBackwardKernel<T, kVec, kThreadsPerRow, false, kCache>
         <<<Grid<kThreadsPerRow>(a.rows), Block<kThreadsPerRow>(), 0, stream>>>(dy, y, dx, a.rows, sq, sk, p.scale);
   }
   return cudaGetLastError();
@@ -257,8 +321,13 @@ cudaError_t ForwardTyped(const SoftmaxForwardArgs& a, const SoftmaxParams& p, cu
   const bool packed = a.sk % kVec == 0 && Aligned16(a.x) && Aligned16(a.y) &&
                       (p.mask != SoftmaxMask::kExplicit || Aligned16(a.mask));
   const bool warp = a.sk <= kMaxWarpRowKeys;
-  if (packed) return warp ? ForwardConfig<T, kVec, 32>(a, p, stream) : ForwardConfig<T, kVec, 128>(a, p, stream);
-  return warp ? ForwardConfig<T, 1, 32>(a, p, stream) : ForwardConfig<T, 1, 128>(a, p, stream);
+  if (packed) {
+    constexpr int kCache = kCachedFloats / kVec;
+    if (warp) return ForwardConfig<T, kVec, 32, kCache>(a, p, stream);  // sk <= 1024 always fits
+    return a.sk <= int64_t{128} * kCachedFloats ? ForwardConfig<T, kVec, 128, kCache>(a, p, stream)
+                                                : ForwardConfig<T, kVec, 128, 0>(a, p, stream);
+  }
+  return warp ? ForwardConfig<T, 1, 32, 0>(a, p, stream) : ForwardConfig<T, 1, 128, 0>(a, p, stream);
 }
 
 template <typename T>
@@ -266,8 +335,13 @@ cudaError_t BackwardTyped(const SoftmaxBackwardArgs& a, const SoftmaxParams& p, 
   constexpr int kVec = device::kPack16<T>;
   const bool packed = a.sk % kVec == 0 && Aligned16(a.dy) && Aligned16(a.y) && Aligned16(a.dx);
   const bool warp = a.sk <= kMaxWarpRowKeys;
-  if (packed) return warp ? BackwardConfig<T, kVec, 32>(a, p, stream) : BackwardConfig<T, kVec, 128>(a, p, stream);
-  return warp ? BackwardConfig<T, 1, 32>(a, p, stream) : BackwardConfig<T, 1, 128>(a, p, stream);
+  if (packed) {
+    constexpr int kCache = kCachedFloats / kVec;
+    if (warp) return BackwardConfig<T, kVec, 32, kCache>(a, p, stream);
+    return a.sk <= int64_t{128} * kCachedFloats ? BackwardConfig<T, kVec, 128, kCache>(a, p, stream)
+                                                : BackwardConfig<T, kVec, 128, 0>(a, p, stream);
+  }
+  return warp ? BackwardConfig<T, 1, 32, 0>(a, p, stream) : BackwardConfig<T, 1, 128, 0>(a, p, stream);
 }
 
 bool BadShape(int64_t rows, int64_t sq, int64_t sk) {
