@@ -10,6 +10,7 @@ import json
 import sys
 
 import torch
+import torch._functorch.config
 import torch.nn.functional as F
 
 L2_BYTES = 50 * 2**20

@@ -5,7 +5,7 @@ the copy bandwidth measured in the same run.
 
   bazel run //benchmarks:track -- SUITE_OR_DIR... [--repetitions=5] [--out=results.json] [--chart=frac.svg]
                                    [--baseline=benchmarks/baselines/h100.json] [--update_baseline]
-  python3 benchmarks/track.py --from_json=a.json,b.json ...   (Google Benchmark JSON already produced)
+  python3 benchmarks/track.py --from_json=a.json,b.json ...   (Google Benchmark JSON, or an earlier --out file)
 
 SUITE_OR_DIR: benchmark binaries, or directories whose *_benchmark files are run (e.g. the staged .device/bin).
 Each suite runs with --benchmark_repetitions=N; the tracker keeps every repetition's time and compares medians.
@@ -175,7 +175,8 @@ def escape(s):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("suites", nargs="*", help="benchmark binaries or directories of *_benchmark binaries")
-    p.add_argument("--from_json", default="", help="comma-separated Google Benchmark JSON files instead of running")
+    p.add_argument("--from_json", default="",
+                   help="comma-separated Google Benchmark JSON files (or tracker --out files) instead of running")
     p.add_argument("--repetitions", type=int, default=5)
     p.add_argument("--min_time", default="", help="passed as --benchmark_min_time (e.g. 0.1)")
     p.add_argument("--filter", default="", help="passed as --benchmark_filter")
@@ -198,7 +199,11 @@ def main(argv=None):
     if args.from_json:
         for path in args.from_json.split(","):
             with open(resolve(path)) as f:
-                collect(json.load(f), os.path.basename(path).split(".")[0], results)
+                data = json.load(f)
+            if "stamp" in data and "results" in data:  # a tracker run (--out) or a baseline
+                results.update(data["results"])
+            else:
+                collect(data, os.path.basename(path).split(".")[0], results)
     else:
         binaries = suites([resolve(s) for s in args.suites])
         if not binaries:

@@ -91,6 +91,8 @@ class TrackTest(unittest.TestCase):
             self.assertEqual(run["stamp"]["commit"], "def")
             with open(baseline) as f:  # not changed without --update_baseline
                 self.assertEqual(json.load(f)["stamp"]["commit"], "abc")
+            # A stored run (--out) compares like fresh results.
+            self.assertEqual(track.main(["--from_json", out, "--baseline", baseline]), 1)
 
 
 if __name__ == "__main__":

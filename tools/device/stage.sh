@@ -11,6 +11,7 @@ KERNEL_BINARIES=(
   //megatron/core/fusions/cross_entropy:cross_entropy_gpu_test //megatron/core/fusions/cross_entropy:cross_entropy_benchmark
   //megatron/core/fusions/softmax:softmax_gpu_test //megatron/core/fusions/softmax:softmax_benchmark
   //megatron/core/fusions/activation:activation_gpu_test //megatron/core/fusions/activation:activation_benchmark
+  //megatron/core/fusions/rope:rope_gpu_test //megatron/core/fusions/rope:rope_benchmark
 )
 # --kernels_only: just the kernel tests and benchmarks (no pretrain/generate, no data).
 KERNELS_ONLY=0

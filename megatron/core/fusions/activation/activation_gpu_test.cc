@@ -15,6 +15,7 @@
 
 #include "megatron/core/fusions/activation/activation.h"
 #include "megatron/core/fusions/testing/all_close.h"
+#include "megatron/core/fusions/testing/cuda_device.h"
 
 namespace megatron::fusions {
 namespace {
@@ -24,13 +25,6 @@ using testing::DtypeName;
 using testing::Tolerance;
 using testing::ToleranceFor;
 
-bool HasCudaDevice() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HasCudaDevice()) GTEST_SKIP() << "no CUDA device on this machine"
 
 const at::Device kCuda(at::kCUDA, 0);
 
@@ -65,7 +59,7 @@ void CheckCase(ActivationKind kind, at::ScalarType dtype, std::vector<int64_t> s
 TEST(ActivationCudaTest, KernelsAreRegistered) { EXPECT_TRUE(HasCudaActivationImpl()); }
 
 TEST(ActivationCudaTest, MatchesReferenceOnAwkwardShapes) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const std::vector<std::vector<int64_t>> shapes = {{1, 2}, {3, 16}, {5, 2, 64}, {257, 48}, {7, 4098}, {2, 3, 30}};
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (const auto& s : shapes) {
@@ -78,7 +72,7 @@ TEST(ActivationCudaTest, MatchesReferenceOnAwkwardShapes) {
 }
 
 TEST(ActivationCudaTest, MisalignedInputsTakeTheScalarPath) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   for (ActivationKind kind : {ActivationKind::kGeluTanh, ActivationKind::kGeluErf, ActivationKind::kSwiGLU}) {
     CheckCase(kind, at::kBFloat16, {9, 32}, true, 1);
     CheckCase(kind, at::kFloat, {9, 32}, false, 3);
@@ -86,7 +80,7 @@ TEST(ActivationCudaTest, MisalignedInputsTakeTheScalarPath) {
 }
 
 TEST(ActivationCudaTest, ZeroRows) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const at::Tensor x = at::empty({0, 8}, at::TensorOptions().dtype(at::kBFloat16).device(kCuda));
   EXPECT_EQ(BiasActivationForward(x, at::Tensor(), ActivationKind::kSwiGLU).sizes(), (at::IntArrayRef{0, 4}));
   EXPECT_EQ(BiasActivationBackward(x, x, at::Tensor(), ActivationKind::kGeluTanh).dx.numel(), 0);

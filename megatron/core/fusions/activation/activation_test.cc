@@ -21,6 +21,7 @@
 
 #include "megatron/core/fusions/activation/activation.h"
 #include "megatron/core/fusions/testing/all_close.h"
+#include "megatron/core/fusions/testing/fixtures.h"
 
 namespace megatron::fusions {
 namespace {
@@ -30,23 +31,7 @@ using testing::Tolerance;
 
 constexpr Tolerance kFloat64Tight{1e-7, 1e-9};
 
-std::map<std::string, std::vector<double>> ReadFixture() {
-  const std::string path = "megatron/core/fusions/activation/testdata/torch_activation.txt";
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << "missing " << path;
-  std::map<std::string, std::vector<double>> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string kind, what;
-    ls >> kind >> what;
-    std::vector<double>& v = out[kind + " " + what];
-    double d;
-    while (ls >> d) v.push_back(d);
-  }
-  return out;
-}
+std::map<std::string, std::vector<double>> ReadFixture() { return testing::ReadFixture("megatron/core/fusions/activation/testdata/torch_activation.txt"); }
 
 at::Tensor Vec(const std::vector<double>& v) { return at::tensor(v, at::TensorOptions().dtype(at::kDouble)); }
 

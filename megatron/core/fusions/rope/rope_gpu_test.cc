@@ -13,6 +13,7 @@
 
 #include "megatron/core/fusions/rope/rope.h"
 #include "megatron/core/fusions/testing/all_close.h"
+#include "megatron/core/fusions/testing/cuda_device.h"
 #include "megatron/core/models/common/rotary_pos_embedding.h"
 
 namespace megatron::fusions {
@@ -23,13 +24,6 @@ using testing::DtypeName;
 using testing::Tolerance;
 using testing::ToleranceFor;
 
-bool HasCudaDevice() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HasCudaDevice()) GTEST_SKIP() << "no CUDA device on this machine"
 
 const at::Device kCuda(at::kCUDA, 0);
 
@@ -67,7 +61,7 @@ void CheckCase(RotaryLayout layout, at::ScalarType dt, int64_t s, int64_t b, int
 TEST(RopeCudaTest, KernelsAreRegistered) { EXPECT_TRUE(HasCudaRopeImpl()); }
 
 TEST(RopeCudaTest, MatchesReferenceOnAwkwardShapes) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   for (at::ScalarType dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (RotaryLayout layout : {RotaryLayout::kHalves, RotaryLayout::kInterleaved}) {
       CheckCase(layout, dt, 1, 1, 1, 2, 2, 0);
@@ -83,7 +77,7 @@ TEST(RopeCudaTest, MatchesReferenceOnAwkwardShapes) {
 }
 
 TEST(RopeCudaTest, ZeroRows) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const at::Tensor t = at::empty({0, 2, 3, 8}, at::TensorOptions().dtype(at::kBFloat16).device(kCuda));
   const at::Tensor freqs = at::empty({0, 1, 1, 8}, at::TensorOptions().dtype(at::kFloat).device(kCuda));
   EXPECT_EQ(RopeForward(t, freqs, RopeParams{}).numel(), 0);

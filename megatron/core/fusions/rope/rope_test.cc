@@ -20,6 +20,7 @@
 
 #include "megatron/core/fusions/rope/rope.h"
 #include "megatron/core/fusions/testing/all_close.h"
+#include "megatron/core/fusions/testing/fixtures.h"
 #include "megatron/core/models/common/rotary_pos_embedding.h"
 
 namespace megatron::fusions {
@@ -30,23 +31,7 @@ using testing::Tolerance;
 
 constexpr int64_t kS = 5, kB = 2, kN = 3, kD = 8;
 
-std::map<std::string, std::vector<double>> ReadFixture() {
-  const std::string path = "megatron/core/fusions/rope/testdata/torch_rope.txt";
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << "missing " << path;
-  std::map<std::string, std::vector<double>> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string c, what;
-    ls >> c >> what;
-    std::vector<double>& v = out[c + " " + what];
-    double d;
-    while (ls >> d) v.push_back(d);
-  }
-  return out;
-}
+std::map<std::string, std::vector<double>> ReadFixture() { return testing::ReadFixture("megatron/core/fusions/rope/testdata/torch_rope.txt"); }
 
 at::Tensor Vec(const std::vector<double>& v) { return at::tensor(v, at::TensorOptions().dtype(at::kDouble)); }
 

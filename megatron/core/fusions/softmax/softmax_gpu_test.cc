@@ -14,6 +14,7 @@
 
 #include "megatron/core/fusions/softmax/softmax.h"
 #include "megatron/core/fusions/testing/all_close.h"
+#include "megatron/core/fusions/testing/cuda_device.h"
 
 namespace megatron::fusions {
 namespace {
@@ -22,13 +23,6 @@ using testing::AllClose;
 using testing::DtypeName;
 using testing::ToleranceFor;
 
-bool HasCudaDevice() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!HasCudaDevice()) GTEST_SKIP() << "no CUDA device on this machine"
 
 const at::Device kCuda(at::kCUDA, 0);
 
@@ -61,7 +55,7 @@ void CheckCase(SoftmaxMask form, at::ScalarType dtype, int64_t b, int64_t np, in
 TEST(SoftmaxCudaTest, KernelsAreRegistered) { EXPECT_TRUE(HasCudaSoftmaxImpl()); }
 
 TEST(SoftmaxCudaTest, MatchesReferenceOnAwkwardShapes) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   struct Shape {
     int64_t b, np, sq, sk;
   };
@@ -81,7 +75,7 @@ TEST(SoftmaxCudaTest, MatchesReferenceOnAwkwardShapes) {
 }
 
 TEST(SoftmaxCudaTest, MisalignedInputsTakeTheScalarPath) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   for (SoftmaxMask form : {SoftmaxMask::kNone, SoftmaxMask::kExplicit, SoftmaxMask::kCausal}) {
     CheckCase(form, at::kBFloat16, 2, 2, 16, 16, 2, 1);
     CheckCase(form, at::kFloat, 1, 1, 1040, 1040, 1, 3);
@@ -89,14 +83,14 @@ TEST(SoftmaxCudaTest, MisalignedInputsTakeTheScalarPath) {
 }
 
 TEST(SoftmaxCudaTest, ZeroRows) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const at::Tensor x = at::empty({0, 2, 4, 4}, at::TensorOptions().dtype(at::kBFloat16).device(kCuda));
   EXPECT_EQ(ScaledMaskedSoftmaxForward(x, at::Tensor(), SoftmaxParams{}).numel(), 0);
   EXPECT_EQ(ScaledMaskedSoftmaxBackward(x, x, SoftmaxParams{}).numel(), 0);
 }
 
 TEST(SoftmaxCudaTest, ModuleTakesTheFusedPathWhereAvailable) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   FusedSoftmaxConfig config;
   config.input_in_bf16 = true;
   config.scale = 0.125;
@@ -114,7 +108,7 @@ TEST(SoftmaxCudaTest, ModuleTakesTheFusedPathWhereAvailable) {
 }
 
 TEST(SoftmaxCudaTest, RejectsFloat64) {
-  SKIP_WITHOUT_GPU();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const at::Tensor x = at::randn({1, 1, 4, 4}, at::TensorOptions().dtype(at::kDouble).device(kCuda));
   EXPECT_THROW(ScaledMaskedSoftmaxForward(x, at::Tensor(), SoftmaxParams{}), c10::Error);
 }

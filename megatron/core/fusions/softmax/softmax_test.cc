@@ -23,6 +23,7 @@
 
 #include "megatron/core/fusions/softmax/softmax.h"
 #include "megatron/core/fusions/testing/all_close.h"
+#include "megatron/core/fusions/testing/fixtures.h"
 
 namespace megatron::fusions {
 namespace {
@@ -35,23 +36,7 @@ constexpr float kScale = 0.7f;
 
 std::string TestData(const std::string& name) { return "megatron/core/fusions/softmax/testdata/" + name; }
 
-// "form what v0 v1 ..." lines of torch_softmax.txt, keyed by "form what".
-std::map<std::string, std::vector<double>> ReadTorchFixture() {
-  std::ifstream in(TestData("torch_softmax.txt"));
-  EXPECT_TRUE(in.good()) << "missing " << TestData("torch_softmax.txt");
-  std::map<std::string, std::vector<double>> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string form, what;
-    ls >> form >> what;
-    std::vector<double>& v = out[form + " " + what];
-    double d;
-    while (ls >> d) v.push_back(d);
-  }
-  return out;
-}
+std::map<std::string, std::vector<double>> ReadTorchFixture() { return testing::ReadFixture(TestData("torch_softmax.txt")); }
 
 at::Tensor FromVector(const std::vector<double>& v) {
   return at::tensor(v, at::TensorOptions().dtype(at::kDouble)).view({kB, kNp, kSq, kSk});
