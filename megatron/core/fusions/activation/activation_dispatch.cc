@@ -1,51 +1,32 @@
-// BiasActivationForward / Backward: CUDA tensors go to the kernels registered by activation_cuda.cc, everything
-// else to the float64 reference. Written once before main, read afterwards: no lock.
+// BiasActivationForward / BiasActivationBackward: CUDA tensors go to the kernels that activation_cuda.cc registers
+// (common/cuda_registry.h), everything else to the float64 reference.
 #include <ATen/core/Tensor.h>
 
+#include "megatron/core/fusions/common/cuda_registry.h"
 #include "megatron/core/fusions/activation/activation.h"
 
 namespace megatron::fusions {
 namespace {
 
-struct CudaActivationImpl {
-  ActivationForwardFn forward = nullptr;
-  ActivationBackwardFn backward = nullptr;
-};
-
-CudaActivationImpl& Registry() {
-  static CudaActivationImpl impl;
-  return impl;
-}
-
-constexpr const char* kNoCudaMessage =
-    ": got CUDA tensors but this binary has no CUDA activation kernels; build with --config=cuda and depend on "
-    "//megatron/core/fusions/activation:activation_cuda (or move the tensors to the CPU)";
+using Registry = common::CudaImplRegistry<struct ActivationTag, ActivationForwardFn, ActivationBackwardFn>;
+constexpr const char* kCudaTarget = "//megatron/core/fusions/activation:activation_cuda";
 
 }  // namespace
 
-void RegisterCudaActivationImpl(ActivationForwardFn forward, ActivationBackwardFn backward) {
-  Registry().forward = forward;
-  Registry().backward = backward;
-}
+void RegisterCudaActivationImpl(ActivationForwardFn forward, ActivationBackwardFn backward) { Registry::Register(forward, backward); }
 
-bool HasCudaActivationImpl() { return Registry().forward != nullptr && Registry().backward != nullptr; }
+bool HasCudaActivationImpl() { return Registry::Has(); }
 
 at::Tensor BiasActivationForward(const at::Tensor& x, const at::Tensor& bias, ActivationKind kind) {
   TORCH_CHECK(x.defined(), "BiasActivationForward: x must be defined");
-  if (x.is_cuda()) {
-    TORCH_CHECK(HasCudaActivationImpl(), "BiasActivationForward", kNoCudaMessage);
-    return Registry().forward(x, bias, kind);
-  }
+  if (x.is_cuda()) return Registry::Forward("BiasActivationForward", kCudaTarget)(x, bias, kind);
   return BiasActivationForwardReference(x, bias, kind);
 }
 
 ActivationBackwardResult BiasActivationBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& bias,
                                                 ActivationKind kind) {
   TORCH_CHECK(x.defined(), "BiasActivationBackward: x must be defined");
-  if (x.is_cuda()) {
-    TORCH_CHECK(HasCudaActivationImpl(), "BiasActivationBackward", kNoCudaMessage);
-    return Registry().backward(dy, x, bias, kind);
-  }
+  if (x.is_cuda()) return Registry::Backward("BiasActivationBackward", kCudaTarget)(dy, x, bias, kind);
   return BiasActivationBackwardReference(dy, x, bias, kind);
 }
 
