@@ -41,7 +41,9 @@ constexpr int64_t kCoreMaxFusedSoftmaxKeys = 4096;
 struct FusedSoftmaxConfig {
   bool input_in_fp16 = false;
   bool input_in_bf16 = false;
-  SoftmaxMask mask = SoftmaxMask::kCausal;  // the attn_mask_type (causal) or padding (kExplicit)
+  // The attn_mask_type: kCausal (causal) takes the upper-triangular kernel; kExplicit (padding) and kNone
+  // (core's no_mask) take the non-causal branch: the masked kernel when a mask is passed, else the unmasked one.
+  SoftmaxMask mask = SoftmaxMask::kCausal;
   bool scaled_masked_softmax_fusion = true;
   bool softmax_in_fp32 = true;
   std::optional<double> scale;  // None in Python

@@ -110,11 +110,6 @@ absl::Status ValidateFusedSoftmaxConfig(const FusedSoftmaxConfig& config) {
     return absl::InvalidArgumentError(
         "FusedScaleMaskSoftmax: scale is set but softmax_in_fp32 is false; softmax should be in fp32 when scaled");
   }
-  if (config.mask == SoftmaxMask::kNone) {
-    return absl::InvalidArgumentError(
-        "FusedScaleMaskSoftmax: mask must be kCausal or kExplicit (the module's attn_mask_type); an unmasked call "
-        "passes kExplicit with no mask");
-  }
   return absl::OkStatus();
 }
 

@@ -187,6 +187,14 @@ TEST(FusedSoftmaxConfigTest, ConstructorAssertions) {
   FusedSoftmaxConfig scaled = ok;
   scaled.softmax_in_fp32 = false;
   EXPECT_NE(ValidateFusedSoftmaxConfig(scaled).message().find("softmax_in_fp32"), std::string::npos);
+  FusedSoftmaxConfig no_mask = ok;  // core's AttnMaskType.no_mask: the non-causal branch
+  no_mask.mask = SoftmaxMask::kNone;
+  EXPECT_TRUE(ValidateFusedSoftmaxConfig(no_mask).ok());
+  FusedSoftmaxConfig padding = no_mask;
+  padding.mask = SoftmaxMask::kExplicit;
+  for (int64_t sq : {16, 20, 64}) {
+    EXPECT_EQ(IsFusedSoftmaxAvailable(no_mask, 1, 4, sq, 64), IsFusedSoftmaxAvailable(padding, 1, 4, sq, 64));
+  }
 }
 
 // The module's unfused path on bf16 input (cast to fp32, scale, fill -10000, softmax, cast back) against PyTorch
