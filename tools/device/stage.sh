@@ -13,25 +13,34 @@ KERNEL_BINARIES=(
   //megatron/core/fusions/activation:activation_gpu_test //megatron/core/fusions/activation:activation_benchmark
   //megatron/core/fusions/rope:rope_gpu_test //megatron/core/fusions/rope:rope_benchmark
 )
+# Multi-GPU (tools/device/scaling_2gpu.sh), LLaVA (tools/device/llava_gpu.sh) and legacy-vs-core runs.
+EXPERIMENT_BINARIES=(
+  //tools:launch //tests/distributed:nccl_collectives_test //benchmarks/nccl:allreduce_bandwidth
+  //experiments/llava:sft //experiments/llava:eval
+)
 # --kernels_only: just the kernel tests and benchmarks (no pretrain/generate, no data).
 KERNELS_ONLY=0
 [[ "${1:-}" == "--kernels_only" ]] && KERNELS_ONLY=1
 if (( KERNELS_ONLY )); then
   bazel build --config=cuda "${KERNEL_BINARIES[@]}"
 else
-  bazel build --config=cuda //experiments/gpt:pretrain //experiments/gpt:generate "${KERNEL_BINARIES[@]}"
+  bazel build --config=cuda //experiments/gpt:pretrain //experiments/gpt:generate "${KERNEL_BINARIES[@]}" \
+    "${EXPERIMENT_BINARIES[@]}"
 fi
 rm -rf .device/bin .device/lib .device/recipes
 mkdir -p .device/bin .device/lib .device/recipes .device/data
 (( KERNELS_ONLY )) || cp -L bazel-bin/experiments/gpt/pretrain bazel-bin/experiments/gpt/generate .device/bin/
-for target in "${KERNEL_BINARIES[@]}"; do
+TARGETS=("${KERNEL_BINARIES[@]}")
+(( KERNELS_ONLY )) || TARGETS+=("${EXPERIMENT_BINARIES[@]}")
+for target in "${TARGETS[@]}"; do
   path="${target#//}"
   cp -L "bazel-bin/${path/://}" .device/bin/
 done
 cp experiments/gpt/recipes/*.textproto .device/recipes/
+mkdir -p .device/recipes/llava && cp experiments/llava/recipes/*.textproto .device/recipes/llava/
 # The GPU machine (Ubuntu 24.04) has libtorch, CUDA, cuDNN and NCCL from its PyTorch install, but not Debian's
 # abseil and protobuf builds that our binaries link.
-ldd .device/bin/*_benchmark $( (( KERNELS_ONLY )) || echo .device/bin/pretrain) | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf|libbenchmark' |
+ldd .device/bin/* | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf|libbenchmark' |
   sort -u | xargs -r -I{} cp -L {} .device/lib/
 
 # Data for the GPT-2 124M baseline: tokenizer + indexed dataset, prepared here (no corpus over there).
