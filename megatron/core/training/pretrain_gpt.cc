@@ -283,7 +283,8 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& o = recipe.optimizer();
   optimizer::AdamW adam(model.NamedParameters(),
-                        optimizer::AdamWConfig{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay()});
+                        optimizer::AdamWConfig{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay(),
+                                               o.fused()});
   optimizer::LrSchedule schedule;
   schedule.max_lr = o.lr();
   schedule.min_lr = o.min_lr();
