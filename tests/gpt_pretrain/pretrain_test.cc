@@ -148,5 +148,23 @@ TEST(Pretrain, Bf16AutocastTracksFp32) {
   EXPECT_NE(bf16->train_losses[0], fp32->train_losses[0]);
 }
 
+// optimizer.fused (multi-tensor AdamW; on CPU its float64 reference) trains like the per-tensor optimizer: the same
+// update, so float32 losses agree to rounding, and the override reaches the trainer.
+TEST(Pretrain, FusedOptimizerTracksPerTensorOptimizer) {
+  const std::string dir = FreshDir("fused_adam");
+  proto::PretrainRecipe recipe = TinyRecipe(dir);
+  recipe.mutable_training()->set_train_iters(6);
+  recipe.mutable_model()->set_hidden_dropout(0);
+  recipe.mutable_model()->set_attention_dropout(0);
+  auto loop = PretrainGpt(recipe, Quiet());
+  ASSERT_TRUE(ApplyOverride("optimizer.fused", "true", &recipe).ok());
+  auto fused = PretrainGpt(recipe, Quiet());
+  ASSERT_TRUE(loop.ok() && fused.ok());
+  ASSERT_EQ(loop->train_losses.size(), fused->train_losses.size());
+  for (size_t i = 0; i < loop->train_losses.size(); ++i) {
+    EXPECT_NEAR(fused->train_losses[i], loop->train_losses[i], 1e-4 * loop->train_losses[i]) << i;
+  }
+}
+
 }  // namespace
 }  // namespace megatron::training

@@ -2,8 +2,10 @@
 # Runs on the GPU machine after tools/device/stage.sh (or stage.sh --kernels_only): the kernels' GPU tests (every
 # element against the CPU reference), then the tracker over every staged *_benchmark (benchmarks/track.py:
 # repetitions, medians, comparison with benchmarks/baselines/h100.json, SVG chart of fraction of copy bandwidth),
-# then PyTorch eager / torch.compile on the same shapes (benchmarks/kernels_pytorch.py).
-# Results go to ${OUT:-.device/out}: gpu_tests.log, track.json, frac_of_copy.svg, pytorch.log / .json (and h100.json).
+# then PyTorch eager / torch.compile on the same shapes (benchmarks/kernels_pytorch.py), then ours beside eager,
+# torch.compile and Liger-Kernel (benchmarks/peers/liger_side_by_side.py; the wheel from stage.sh).
+# Results go to ${OUT:-.device/out}: gpu_tests.log, track.json, frac_of_copy.svg, pytorch.log / .json, peers.log /
+# .json (and h100.json).
 # Options (environment): REPETITIONS (3), MIN_TIME (0.1 s per repetition), PYTORCH=0 to skip the PyTorch peers,
 # UPDATE_BASELINE=1 to write this run as the new baseline (then copy it back and commit it).
 set -uo pipefail
@@ -30,5 +32,13 @@ baseline_flag=()
 if [[ "${PYTORCH:-1}" == 1 ]]; then
   timeout "${PYTORCH_TIMEOUT:-200}" "$PY" benchmarks/kernels_pytorch.py "$OUT/pytorch.json" \
     2>&1 | grep -v Warning | tee "$OUT/pytorch.log"
+fi
+if [[ "${PYTORCH:-1}" == 1 ]]; then
+  # Ours (this call's track.json) beside eager, torch.compile and Liger on the same shapes.
+  LIGER=/tmp/liger_site
+  ls "$DEV"/wheels/liger_kernel-*.whl > /dev/null 2>&1 &&
+    "$PY" -m pip install -q --no-deps --no-index --target "$LIGER" "$DEV"/wheels/liger_kernel-*.whl
+  PYTHONPATH="$LIGER" timeout "${PYTORCH_TIMEOUT:-200}" "$PY" benchmarks/peers/liger_side_by_side.py \
+    "$OUT/track.json" "$OUT/peers.json" 2>&1 | grep -v Warning | tee "$OUT/peers.log"
 fi
 exit $status

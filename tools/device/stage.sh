@@ -12,6 +12,7 @@ KERNEL_BINARIES=(
   //megatron/core/fusions/softmax:softmax_gpu_test //megatron/core/fusions/softmax:softmax_benchmark
   //megatron/core/fusions/activation:activation_gpu_test //megatron/core/fusions/activation:activation_benchmark
   //megatron/core/fusions/rope:rope_gpu_test //megatron/core/fusions/rope:rope_benchmark
+  //megatron/core/fusions/adam:adam_gpu_test //megatron/core/fusions/adam:adam_benchmark
 )
 # Multi-GPU (tools/device/scaling_2gpu.sh), LLaVA (tools/device/llava_gpu.sh) and legacy-vs-core runs.
 EXPERIMENT_BINARIES=(
@@ -42,6 +43,10 @@ mkdir -p .device/recipes/llava && cp experiments/llava/recipes/*.textproto .devi
 # abseil and protobuf builds that our binaries link.
 ldd .device/bin/* | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf|libbenchmark' |
   sort -u | xargs -r -I{} cp -L {} .device/lib/
+
+# Liger-Kernel (pure Python + Triton) for benchmarks/peers/liger_side_by_side.py; the GPU machine has no internet.
+ls .device/wheels/liger_kernel-*.whl > /dev/null 2>&1 || pip download -q liger-kernel --no-deps -d .device/wheels ||
+  echo "liger-kernel wheel not downloaded: the side-by-side runs without Liger"
 
 # Data for the GPT-2 124M baseline: tokenizer + indexed dataset, prepared here (no corpus over there).
 if (( KERNELS_ONLY )); then git rev-parse HEAD > .device/commit; du -sh .device; exit 0; fi

@@ -10,6 +10,7 @@
 #include <ATen/ops/zeros_like.h>
 
 #include "absl/strings/str_cat.h"
+#include "megatron/core/fusions/adam/adam.h"
 
 namespace megatron::optimizer {
 
@@ -28,6 +29,20 @@ void AdamW::Step(double lr) {
   const double bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
   const double step_size = lr / bias_correction1;
   const double inv_sqrt_bc2 = 1.0 / std::sqrt(bias_correction2);
+  if (config_.fused) {
+    fusions::AdamWTensorLists lists;
+    for (Slot& slot : slots_) {
+      if (!slot.param.grad().defined()) continue;
+      lists.params.push_back(slot.param);
+      lists.grads.push_back(slot.param.grad());
+      lists.exp_avgs.push_back(slot.exp_avg);
+      lists.exp_avg_sqs.push_back(slot.exp_avg_sq);
+      lists.decay.push_back(slot.decay ? 1 : 0);
+    }
+    fusions::MultiTensorAdamW(lists, fusions::AdamWStepParams{lr, config_.beta1, config_.beta2, config_.eps,
+                                                             config_.weight_decay, step_});
+    return;
+  }
   for (Slot& slot : slots_) {
     const at::Tensor& grad = slot.param.grad();
     if (!grad.defined()) continue;

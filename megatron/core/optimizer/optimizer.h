@@ -24,6 +24,9 @@ struct AdamWConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.01;
+  // One multi-tensor launch per step (fusions/adam: the CUDA kernel for CUDA parameters, its float64 reference
+  // for CPU ones) instead of a few ATen ops per parameter. Same update; fp32 rounding may differ in the last ulp.
+  bool fused = false;
 };
 
 class AdamW {

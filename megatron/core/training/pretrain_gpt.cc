@@ -428,7 +428,8 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   };
 
   const auto& o = recipe.optimizer();
-  const optimizer::AdamWConfig adam_config{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay()};
+  const optimizer::AdamWConfig adam_config{o.adam_beta1(), o.adam_beta2(), o.adam_eps(), o.weight_decay(),
+                                           o.fused()};
   // Data parallelism: gradients reduced bucket by bucket while backward runs; optionally the sharded optimizer.
   std::unique_ptr<distributed::DataParallelGrads> ddp;
   std::unique_ptr<optimizer::DistributedAdamW> dist_adam;
