@@ -17,14 +17,16 @@ NVCC_FLAGS = [
     "-lineinfo",
 ]
 
-def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility = None, tags = []):
+def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_flags = [], visibility = None, tags = [], cuda_hdrs = []):
+    """cuda_hdrs: labels of headers from other packages that the .cu files include (e.g.
+    //megatron/core/fusions/common:device_utils_hdrs); nvcc runs in a genrule, which sees only what it is given."""
     objects = []
     for src in srcs:
         obj = "_objs_cuda/%s/%s.pic.o" % (name, src.rsplit(".", 1)[0])
         native.genrule(
             name = "%s_%s_nvcc" % (name, src.replace("/", "_").replace(".", "_")),
             # Headers of the package (declared or not) are visible to nvcc; dedupe against srcs/hdrs.
-            srcs = [src] + hdrs + [h for h in native.glob(["**/*.h", "**/*.cuh"]) if h not in hdrs and h != src],
+            srcs = [src] + hdrs + cuda_hdrs + [h for h in native.glob(["**/*.h", "**/*.cuh"]) if h not in hdrs and h != src],
             outs = [obj],
             tools = ["@local_cuda//:nvcc"],
             cmd = "$(location @local_cuda//:nvcc) -c %s -I. -I$(GENDIR) -o $@ $(location %s)" % (

@@ -5,7 +5,6 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 
-#include "megatron/core/models/common/rotary_pos_embedding.h"
 
 namespace megatron::transformer {
 
@@ -14,7 +13,8 @@ SelfAttention::SelfAttention(const TransformerConfig& config, const BackendProvi
     : config_(config),
       layer_index_(layer_index),
       heads_(config.num_attention_heads / parallel.tp_size()),
-      groups_(config.num_query_groups / parallel.tp_size()) {
+      groups_(config.num_query_groups / parallel.tp_size()),
+      backend_(&backend) {
   const int64_t qkv_size = config.query_projection_size() + 2 * config.kv_projection_size();
   const double output_std = config.output_layer_init_std();
   if (!parallel.enabled()) {
@@ -61,8 +61,8 @@ at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_
   at::Tensor v = parts[2];
 
   if (rotary_freqs.defined()) {
-    q = models::ApplyRotaryPosEmb(q, rotary_freqs);
-    k = models::ApplyRotaryPosEmb(k, rotary_freqs);
+    q = backend_->ApplyRotaryPosEmb(q, rotary_freqs);
+    k = backend_->ApplyRotaryPosEmb(k, rotary_freqs);
   }
   // [s, b, n, hn] -> [b, n, s, hn]
   q = q.permute({1, 2, 0, 3});

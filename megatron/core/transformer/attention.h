@@ -52,6 +52,7 @@ class SelfAttention : public MegatronModule {
   Linear* linear_qkv_ = nullptr;   // weight [ng * (np/ng + 2) * hn, h]
   tensor_parallel::ColumnParallelLinear* linear_qkv_tp_ = nullptr;  // weight [(ng/tp) * (np/ng + 2) * hn, h]
   std::unique_ptr<CoreAttention> core_attention_;
+  const BackendProvider* backend_;  // RoPE; providers are process-lifetime singletons (GetBackend)
   Linear* linear_proj_ = nullptr;  // weight [h, np * hn]
   tensor_parallel::RowParallelLinear* linear_proj_tp_ = nullptr;  // weight [h, (np/tp) * hn]
 };

@@ -4,8 +4,10 @@
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "megatron/core/fusions/activation/activation.h"
 #include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/fusions/norm/norm.h"
+#include "megatron/core/fusions/rope/rope.h"
 
 namespace megatron::transformer {
 namespace {
@@ -74,6 +76,42 @@ struct FusedCrossEntropyFunction : public torch::autograd::Function<FusedCrossEn
   }
 };
 
+// The MLP activation from fusions/activation (no bias here: linear_fc1 has already added it). Saves the input;
+// the backward recomputes the activation's derivative from it.
+struct FusedActivationFunction : public torch::autograd::Function<FusedActivationFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t kind) {
+    const at::Tensor xc = x.contiguous();
+    ctx->save_for_backward({xc});
+    ctx->saved_data["kind"] = kind;
+    return fusions::BiasActivationForward(xc, at::Tensor(), static_cast<fusions::ActivationKind>(kind));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    const auto kind = static_cast<fusions::ActivationKind>(ctx->saved_data["kind"].toInt());
+    return {fusions::BiasActivationBackward(grad_outputs[0].contiguous(), s[0], at::Tensor(), kind).dx,
+            at::Tensor()};
+  }
+};
+
+// RoPE on q or k straight from their strided QKV views (no copy); the backward is the transposed rotation, so only
+// the angles are saved.
+struct FusedRopeFunction : public torch::autograd::Function<FusedRopeFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& t, const at::Tensor& freqs) {
+    const at::Tensor f = freqs.contiguous();
+    ctx->save_for_backward({f});
+    const at::Tensor tl = t.stride(-1) == 1 ? t : t.contiguous();
+    return fusions::RopeForward(tl, f, fusions::RopeParams{});
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    const at::Tensor& dy = grad_outputs[0];
+    return {fusions::RopeBackward(dy.stride(-1) == 1 ? dy : dy.contiguous(), s[0], fusions::RopeParams{}),
+            at::Tensor()};
+  }
+};
+
 // weight [hidden] (+ bias [hidden] for LayerNorm): the same names and initial values as the local norms.
 class FusedNorm : public Norm {
  public:
@@ -104,7 +142,19 @@ class Fused : public BackendProvider {
     return LocalBackend()->MakeCoreAttention(config);
   }
   at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const override {
-    return LocalBackend()->Activation(config, x);
+    switch (config.activation) {
+      case transformer::Activation::kGelu:
+        return FusedActivationFunction::apply(x, static_cast<int64_t>(fusions::ActivationKind::kGeluErf));
+      case transformer::Activation::kGeluTanh:
+        return FusedActivationFunction::apply(x, static_cast<int64_t>(fusions::ActivationKind::kGeluTanh));
+      case transformer::Activation::kSwiGLU:
+        return FusedActivationFunction::apply(x, static_cast<int64_t>(fusions::ActivationKind::kSwiGLU));
+      default:  // ReLU, quick GeLU: no fused kernel (ATen's are single elementwise kernels already)
+        return LocalBackend()->Activation(config, x);
+    }
+  }
+  at::Tensor ApplyRotaryPosEmb(const at::Tensor& t, const at::Tensor& freqs) const override {
+    return FusedRopeFunction::apply(t, freqs);
   }
   at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const override {
     return FusedCrossEntropyFunction::apply(logits, labels);

@@ -2,10 +2,12 @@
 // (megatron/core/fusions) where one exists. Parameter names are the local backend's, so a checkpoint moves
 // between backends unchanged (tested).
 //
-// Today: LayerNorm / RMSNorm (fusions/norm) and the loss's cross entropy (fusions/cross_entropy, computed from the
-// bf16 logits without an fp32 copy) run our fused ops: CUDA kernels on GPU tensors, the float64 reference on CPU
+// Today: LayerNorm / RMSNorm (fusions/norm), RoPE on q and k (fusions/rope), the MLP activation (GeLU erf/tanh and
+// SwiGLU: fusions/activation) and
+// the loss's cross entropy (fusions/cross_entropy, computed from the bf16 logits without an fp32 copy) run our
+// fused ops: CUDA kernels on GPU tensors, the float64 reference on CPU
 // tensors (exact but slow: use LOCAL on CPU). Core attention (SDPA: flash/cuDNN on GPU)
-// and activations are the local ones until their fused kernels land.
+// and ReLU / quick GeLU are the local ones.
 //
 // Linking this library registers the provider for Backend::kFused (GetBackend finds it); binaries that can run
 // a FUSED recipe depend on it.

@@ -16,7 +16,8 @@ double RelativeError(const at::Tensor& a, const at::Tensor& b) {
   return (a - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-30);
 }
 
-void CompareBackends(Normalization norm) {
+void CompareBackends(Normalization norm, Activation activation,
+                     PositionEmbedding positions = PositionEmbedding::kLearnedAbsolute) {
   TransformerConfig c;
   c.num_layers = 2;
   c.hidden_size = 48;
@@ -27,6 +28,8 @@ void CompareBackends(Normalization norm) {
   c.vocab_size = 64;
   c.max_position_embeddings = 16;
   c.normalization = norm;
+  c.activation = activation;
+  c.position_embedding_type = positions;
   c.hidden_dropout = c.attention_dropout = 0;
   tensor_parallel::ManualSeed(3);
   auto local = models::GPTModel::Create(c);
@@ -50,8 +53,16 @@ void CompareBackends(Normalization norm) {
   }
 }
 
-TEST(FusedBackend, LayerNormGptMatchesLocal) { CompareBackends(Normalization::kLayerNorm); }
-TEST(FusedBackend, RMSNormGptMatchesLocal) { CompareBackends(Normalization::kRMSNorm); }
+TEST(FusedBackend, LayerNormGeluTanhGptMatchesLocal) {
+  CompareBackends(Normalization::kLayerNorm, Activation::kGeluTanh);
+}
+TEST(FusedBackend, LayerNormGeluErfGptMatchesLocal) { CompareBackends(Normalization::kLayerNorm, Activation::kGelu); }
+TEST(FusedBackend, RMSNormSwiGLUGptMatchesLocal) { CompareBackends(Normalization::kRMSNorm, Activation::kSwiGLU); }
+// Llama-style: RoPE on q and k (fused) with GQA, RMSNorm, SwiGLU.
+TEST(FusedBackend, RMSNormSwiGLURopeGptMatchesLocal) {
+  CompareBackends(Normalization::kRMSNorm, Activation::kSwiGLU, PositionEmbedding::kRope);
+}
+TEST(FusedBackend, RMSNormReluFallsBackToLocal) { CompareBackends(Normalization::kRMSNorm, Activation::kRelu); }
 
 }  // namespace
 }  // namespace megatron::transformer

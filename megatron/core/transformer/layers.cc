@@ -20,6 +20,8 @@
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/zeros.h>
 
+#include "megatron/core/models/common/rotary_pos_embedding.h"
+
 namespace megatron::transformer {
 
 Linear::Linear(int64_t in_features, int64_t out_features, bool bias, InitMethod init) {
@@ -147,6 +149,10 @@ class Local : public BackendProvider {
 };
 
 }  // namespace
+
+at::Tensor BackendProvider::ApplyRotaryPosEmb(const at::Tensor& t, const at::Tensor& freqs) const {
+  return models::ApplyRotaryPosEmb(t, freqs);
+}
 
 at::Tensor BackendProvider::CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const {
   return at::cross_entropy_loss(logits.to(at::kFloat), labels, /*weight=*/{}, at::Reduction::None);

@@ -88,6 +88,9 @@ class BackendProvider {
   virtual std::unique_ptr<CoreAttention> MakeCoreAttention(const TransformerConfig& config) const = 0;
   // The MLP activation; for SwiGLU the input holds [gate; up] on the last dimension and the output is half.
   virtual at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const = 0;
+  // Rotary position embedding of q or k: t [s, b, n, hn] (a strided view is fine), freqs [s, 1, 1, hn] float32;
+  // returns t's shape and dtype. Local: models::ApplyRotaryPosEmb (float32 ATen ops).
+  virtual at::Tensor ApplyRotaryPosEmb(const at::Tensor& t, const at::Tensor& freqs) const;
   // Per-token cross entropy, fp32 [n], of logits [n, V] (any float dtype) against labels [n] (int64).
   // Local: fp32 logits then ATen's cross entropy (Megatron's non-fused path).
   virtual at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const;

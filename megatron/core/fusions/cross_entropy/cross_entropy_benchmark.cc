@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/common/gpu_harness.h"
 #include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 
 namespace megatron::fusions {
@@ -50,20 +51,9 @@ constexpr int kWarmupIterations = 3;
 constexpr int kBufferSets = 2;  // 2 x 1.6 GB: far beyond L2, so alternating keeps every pass cold
 constexpr int kValidateRows = 8;
 
-#define CUDA_OK(expr)                                                                               \
-  do {                                                                                              \
-    const cudaError_t err_ = (expr);                                                                \
-    if (err_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::abort();                                                                                 \
-    }                                                                                               \
-  } while (0)
-
 enum class Impl { kFusedInPlace, kFusedOutOfPlace, kAten, kFusedForward, kFusedBackwardInPlace };
 
 const at::Device kCuda(at::kCUDA, 0);
-
-cudaStream_t Stream() { return c10::cuda::getCurrentCUDAStream(0).stream(); }
 
 int64_t LogitBytes() { return kTokens * kVocab * 2; }
 
@@ -93,43 +83,6 @@ int64_t AllocatedPeak() {
       .peak;
 }
 
-// Median seconds of `launch(i)` over reps, CUDA events.
-double MedianSeconds(const std::function<void(int)>& launch, int reps) {
-  cudaEvent_t start;
-  cudaEvent_t stop;
-  CUDA_OK(cudaEventCreate(&start));
-  CUDA_OK(cudaEventCreate(&stop));
-  std::vector<float> ms(reps);
-  for (int r = 0; r < reps; ++r) {
-    CUDA_OK(cudaEventRecord(start, Stream()));
-    launch(r);
-    CUDA_OK(cudaEventRecord(stop, Stream()));
-    CUDA_OK(cudaEventSynchronize(stop));
-    CUDA_OK(cudaEventElapsedTime(&ms[r], start, stop));
-  }
-  CUDA_OK(cudaEventDestroy(start));
-  CUDA_OK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[reps / 2] * 1e-3;
-}
-
-// Bytes/s (read + written) of a D2D cudaMemcpyAsync moving `bytes` in total, alternating two buffer pairs.
-double CopyBandwidth(int64_t bytes) {
-  const int64_t copy_bytes = bytes / 2;
-  std::vector<at::Tensor> src;
-  std::vector<at::Tensor> dst;
-  for (int s = 0; s < kBufferSets; ++s) {
-    src.push_back(at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda)));
-    dst.push_back(at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda)));
-  }
-  auto copy = [&](int i) {
-    CUDA_OK(cudaMemcpyAsync(dst[i % kBufferSets].data_ptr(), src[i % kBufferSets].data_ptr(), copy_bytes,
-                            cudaMemcpyDeviceToDevice, Stream()));
-  };
-  for (int i = 0; i < kWarmupIterations; ++i) copy(i);
-  return static_cast<double>(2 * copy_bytes) / MedianSeconds(copy, 20);
-}
-
 struct Inputs {
   std::vector<at::Tensor> logits;  // kBufferSets x [n, V] bf16
   at::Tensor target;               // [n] int64
@@ -146,19 +99,7 @@ Inputs MakeInputs() {
   return in;
 }
 
-bool Close(const at::Tensor& got, const at::Tensor& want, double rtol, double atol, std::string* why) {
-  const at::Tensor g = got.to(at::kCPU).to(at::kDouble).contiguous();
-  const at::Tensor w = want.to(at::kCPU).to(at::kDouble).contiguous();
-  const double* gp = g.data_ptr<double>();
-  const double* wp = w.data_ptr<double>();
-  for (int64_t i = 0; i < g.numel(); ++i) {
-    if (!std::isfinite(gp[i]) || !(std::abs(gp[i] - wp[i]) <= atol + rtol * std::abs(wp[i]))) {
-      *why = "element " + std::to_string(i) + ": got " + std::to_string(gp[i]) + " expected " + std::to_string(wp[i]);
-      return false;
-    }
-  }
-  return true;
-}
+using benchmarks::Close;
 
 // The fused kernels on buffer 0 against ATen (every row's loss) and the float64 reference (first rows: loss,
 // lse, gradient). Leaves the inputs untouched (out of place).
@@ -236,55 +177,20 @@ void BM_CrossEntropy(benchmark::State& state, Impl impl) {
   // The in-place variants overwrite the logits with gradients (|g| <= 1/n) and then run on those: the traffic and
   // the arithmetic are the same, only the values differ.
   for (int i = 0; i < kWarmupIterations; ++i) launch(i);
-  CUDA_OK(cudaDeviceSynchronize());
+  MEGATRON_CUDA_OK(cudaDeviceSynchronize());
 
   // Transient memory of one iteration.
   const int64_t before = AllocatedNow();
   c10::cuda::CUDACachingAllocator::resetPeakStats(0);
   launch(0);
-  CUDA_OK(cudaDeviceSynchronize());
+  MEGATRON_CUDA_OK(cudaDeviceSynchronize());
   const double extra_mib = static_cast<double>(AllocatedPeak() - before) / (1 << 20);
 
-  cudaEvent_t start;
-  cudaEvent_t stop;
-  CUDA_OK(cudaEventCreate(&start));
-  CUDA_OK(cudaEventCreate(&stop));
-  int i = 0;
-  double total_s = 0;
-  for (auto _ : state) {
-    CUDA_OK(cudaEventRecord(start, Stream()));
-    launch(i++);
-    CUDA_OK(cudaEventRecord(stop, Stream()));
-    CUDA_OK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-    state.SetIterationTime(ms * 1e-3);
-    total_s += ms * 1e-3;
-  }
-  CUDA_OK(cudaEventDestroy(start));
-  CUDA_OK(cudaEventDestroy(stop));
-  const int64_t bytes = OpBytes(impl);
-  state.SetBytesProcessed(state.iterations() * bytes);
   state.counters["extra_peak_MiB"] = extra_mib;
-  if (total_s > 0) {
-    state.counters["frac_of_d2d"] = (static_cast<double>(bytes) * state.iterations() / total_s) / CopyBandwidth(bytes);
-  }
+  benchmarks::TimeLoop(state, launch, OpBytes(impl), /*warmup=*/0);
 }
 
-void BM_D2DCopy(benchmark::State& state) {
-  const int64_t copy_bytes = OpBytes(Impl::kFusedInPlace) / 2;
-  const at::Tensor src = at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda));
-  const at::Tensor dst = at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda));
-  for (auto _ : state) {
-    const double s = MedianSeconds(
-        [&](int) {
-          CUDA_OK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), copy_bytes, cudaMemcpyDeviceToDevice, Stream()));
-        },
-        1);
-    state.SetIterationTime(s);
-  }
-  state.SetBytesProcessed(state.iterations() * 2 * copy_bytes);
-}
+void BM_D2DCopy(benchmark::State& state) { benchmarks::BM_D2DCopy(state, OpBytes(Impl::kFusedInPlace)); }
 
 void RegisterAll() {
   const std::string shape = "/bf16/" + std::to_string(kTokens) + "x" + std::to_string(kVocab);
@@ -309,14 +215,5 @@ void RegisterAll() {
 }  // namespace megatron::fusions
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "cross_entropy_benchmark: no CUDA device\n");
-    return 1;
-  }
-  benchmark::Initialize(&argc, argv);
-  megatron::fusions::RegisterAll();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return megatron::benchmarks::BenchmarkMain(argc, argv, "cross_entropy_benchmark", megatron::fusions::RegisterAll);
 }

@@ -18,6 +18,7 @@
 
 #include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/fusions/cross_entropy/cross_entropy_test_util.h"
+#include "megatron/core/fusions/testing/cuda_device.h"
 
 namespace megatron::fusions {
 namespace {
@@ -32,13 +33,6 @@ using testing::ToleranceFor;
 
 constexpr int64_t kIgnore = -100;
 
-bool HasCudaDevice() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define SKIP_WITHOUT_CUDA_DEVICE() \
-  if (!HasCudaDevice()) GTEST_SKIP() << "no CUDA device on this machine"
 
 const at::Device kCuda(at::kCUDA, 0);
 
@@ -100,7 +94,7 @@ void RunCase(const Case& c, const at::Tensor& logits, const at::Tensor& target, 
 }
 
 TEST(CrossEntropyCudaTest, MatchesReferenceEveryElement) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   uint64_t seed = 1000;
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (int64_t vocab : testing::AwkwardVocabs()) {
@@ -126,7 +120,7 @@ TEST(CrossEntropyCudaTest, MatchesReferenceEveryElement) {
 // Logits of -inf inside the valid vocabulary (attention-style masking), including each row's first columns, so
 // threads start from an all -inf state: they must contribute 0, not NaN.
 TEST(CrossEntropyCudaTest, NegativeInfinityLogits) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     at::Tensor logits = RandomLogits(4, 1000, 5).to(dtype);
     logits.narrow(1, 0, 300).fill_(-std::numeric_limits<double>::infinity());
@@ -136,7 +130,7 @@ TEST(CrossEntropyCudaTest, NegativeInfinityLogits) {
 }
 
 TEST(CrossEntropyCudaTest, OutOfRangeTargetGivesNaN) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const CrossEntropyParams params{kIgnore, 0.0, 120};
   const at::Tensor logits = RandomLogits(3, 128, 9).to(at::kBFloat16).to(kCuda);
   at::Tensor target = RandomTargets(3, 120, kIgnore, 10);
@@ -150,7 +144,7 @@ TEST(CrossEntropyCudaTest, OutOfRangeTargetGivesNaN) {
 }
 
 TEST(CrossEntropyCudaTest, ZeroRowsAndFloat64) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const CrossEntropyParams params;
   const at::Tensor logits = at::empty({0, 50304}, at::TensorOptions().dtype(at::kBFloat16).device(kCuda));
   const at::Tensor target = at::empty({0}, at::TensorOptions().dtype(at::kLong).device(kCuda));

@@ -14,42 +14,29 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_fused_rms_norm.h>
 #include <ATen/ops/_fused_rms_norm_backward.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/native_layer_norm.h>
 #include <ATen/ops/native_layer_norm_backward.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/rms_norm.h>
 #include <benchmark/benchmark.h>
-#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <functional>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "benchmarks/common/gpu_harness.h"
 #include "megatron/core/fusions/norm/norm.h"
 
 namespace megatron::fusions {
 namespace {
 
 constexpr double kEps = 1e-5;
-constexpr int kWarmupIterations = 10;
 constexpr int kValidateRows = 64;
-
-#define CUDA_OK(expr)                                                                                  \
-  do {                                                                                                 \
-    const cudaError_t err_ = (expr);                                                                   \
-    if (err_ != cudaSuccess) {                                                                         \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_));    \
-      std::abort();                                                                                    \
-    }                                                                                                  \
-  } while (0)
 
 enum class Direction { kForward, kBackward };
 enum class Impl { kFused, kAten };
@@ -61,14 +48,6 @@ struct Shape {
 
 const at::Device kCuda(at::kCUDA, 0);
 
-cudaStream_t Stream() { return c10::cuda::getCurrentCUDAStream(0).stream(); }
-
-int64_t L2Bytes() {
-  int bytes = 0;
-  CUDA_OK(cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, 0));
-  return bytes;
-}
-
 // Minimum bytes an op must move (bf16 activations, float32 statistics, bf16 gamma/beta).
 int64_t OpBytes(NormKind kind, Direction dir, Shape s) {
   const int64_t act = s.rows * s.hidden * 2;
@@ -77,95 +56,8 @@ int64_t OpBytes(NormKind kind, Direction dir, Shape s) {
   return dir == Direction::kForward ? 2 * act + stats + weights : 3 * act + stats + 2 * weights;
 }
 
-// Enough buffer sets that cycling through them streams more than 3x L2 between reuses.
-int NumBufferSets(int64_t bytes_per_set) {
-  return static_cast<int>(std::max<int64_t>(2, (3 * L2Bytes() + bytes_per_set - 1) / bytes_per_set));
-}
-
-// Times `launch(i)` (i = iteration) with CUDA events; returns seconds per call via state.SetIterationTime.
-void TimeLoop(benchmark::State& state, const std::function<void(int)>& launch, int64_t bytes, double copy_bw) {
-  for (int i = 0; i < kWarmupIterations; ++i) launch(i);
-  CUDA_OK(cudaStreamSynchronize(Stream()));
-  cudaEvent_t start;
-  cudaEvent_t stop;
-  CUDA_OK(cudaEventCreate(&start));
-  CUDA_OK(cudaEventCreate(&stop));
-  int i = 0;
-  double total_s = 0;
-  for (auto _ : state) {
-    CUDA_OK(cudaEventRecord(start, Stream()));
-    launch(i++);
-    CUDA_OK(cudaEventRecord(stop, Stream()));
-    CUDA_OK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-    state.SetIterationTime(ms * 1e-3);
-    total_s += ms * 1e-3;
-  }
-  CUDA_OK(cudaEventDestroy(start));
-  CUDA_OK(cudaEventDestroy(stop));
-  state.SetBytesProcessed(state.iterations() * bytes);
-  if (total_s > 0 && copy_bw > 0) {
-    state.counters["frac_of_d2d"] = (static_cast<double>(bytes) * state.iterations() / total_s) / copy_bw;
-  }
-}
-
-// Bandwidth (bytes read + written per second) of a D2D cudaMemcpyAsync moving `bytes` in total, cached per size.
-double CopyBandwidth(int64_t bytes) {
-  static std::map<int64_t, double> cache;
-  auto it = cache.find(bytes);
-  if (it != cache.end()) return it->second;
-  const int64_t copy_bytes = bytes / 2;  // a copy of N bytes reads N and writes N
-  const int sets = NumBufferSets(bytes);
-  std::vector<at::Tensor> src;
-  std::vector<at::Tensor> dst;
-  for (int s = 0; s < sets; ++s) {
-    src.push_back(at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda)));
-    dst.push_back(at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda)));
-  }
-  auto copy = [&](int i) {
-    CUDA_OK(cudaMemcpyAsync(dst[i % sets].data_ptr(), src[i % sets].data_ptr(), copy_bytes,
-                            cudaMemcpyDeviceToDevice, Stream()));
-  };
-  for (int i = 0; i < kWarmupIterations; ++i) copy(i);
-  cudaEvent_t start;
-  cudaEvent_t stop;
-  CUDA_OK(cudaEventCreate(&start));
-  CUDA_OK(cudaEventCreate(&stop));
-  constexpr int kReps = 50;
-  std::vector<float> ms(kReps);
-  for (int r = 0; r < kReps; ++r) {
-    CUDA_OK(cudaEventRecord(start, Stream()));
-    copy(r);
-    CUDA_OK(cudaEventRecord(stop, Stream()));
-    CUDA_OK(cudaEventSynchronize(stop));
-    CUDA_OK(cudaEventElapsedTime(&ms[r], start, stop));
-  }
-  CUDA_OK(cudaEventDestroy(start));
-  CUDA_OK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  const double bw = static_cast<double>(2 * copy_bytes) / (ms[kReps / 2] * 1e-3);  // median
-  cache[bytes] = bw;
-  return bw;
-}
-
 void BM_D2DCopy(benchmark::State& state, NormKind kind, Direction dir, Shape shape) {
-  const int64_t bytes = OpBytes(kind, dir, shape);
-  const int64_t copy_bytes = bytes / 2;
-  const int sets = NumBufferSets(bytes);
-  std::vector<at::Tensor> src;
-  std::vector<at::Tensor> dst;
-  for (int s = 0; s < sets; ++s) {
-    src.push_back(at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda)));
-    dst.push_back(at::empty({copy_bytes}, at::TensorOptions().dtype(at::kByte).device(kCuda)));
-  }
-  TimeLoop(
-      state,
-      [&](int i) {
-        CUDA_OK(cudaMemcpyAsync(dst[i % sets].data_ptr(), src[i % sets].data_ptr(), copy_bytes,
-                                cudaMemcpyDeviceToDevice, Stream()));
-      },
-      2 * copy_bytes, CopyBandwidth(bytes));
+  benchmarks::BM_D2DCopy(state, OpBytes(kind, dir, shape));
 }
 
 struct BufferSet {
@@ -173,27 +65,16 @@ struct BufferSet {
   at::Tensor mean, rstd;          // forward statistics (from our kernel, or ATen's for the ATen backward)
 };
 
-// Validates out against the reference on the first rows (dx/y) and the whole tensor for small shapes; false and
-// a message if any element is outside bf16 tolerance (rtol = atol = 2e-2).
+// bf16 tolerance (rtol = atol = 2e-2).
 bool Close(const at::Tensor& got, const at::Tensor& want, std::string* why) {
-  const at::Tensor g = got.to(at::kCPU).to(at::kDouble);
-  const at::Tensor w = want.to(at::kCPU).to(at::kDouble);
-  const double* gp = g.data_ptr<double>();
-  const double* wp = w.data_ptr<double>();
-  for (int64_t i = 0; i < g.numel(); ++i) {
-    if (!std::isfinite(gp[i]) || !(std::abs(gp[i] - wp[i]) <= 2e-2 + 2e-2 * std::abs(wp[i]))) {
-      *why = "element " + std::to_string(i) + ": got " + std::to_string(gp[i]) + " expected " + std::to_string(wp[i]);
-      return false;
-    }
-  }
-  return true;
+  return benchmarks::Close(got, want, 2e-2, 2e-2, why);
 }
 
 void BM_Norm(benchmark::State& state, NormKind kind, Direction dir, Impl impl, Shape shape) {
   const bool layer_norm = kind == NormKind::kLayerNorm;
   const NormParams params{kind, kEps, false};
   const int64_t bytes = OpBytes(kind, dir, shape);
-  const int sets = NumBufferSets(bytes);
+  const int sets = benchmarks::NumBufferSets(bytes);
   const at::TensorOptions bf16 = at::TensorOptions().dtype(at::kBFloat16).device(kCuda);
   std::vector<BufferSet> buffers(sets);
   for (BufferSet& b : buffers) {
@@ -279,7 +160,7 @@ void BM_Norm(benchmark::State& state, NormKind kind, Direction dir, Impl impl, S
     }
   }
 
-  TimeLoop(state, launch, bytes, CopyBandwidth(bytes));
+  benchmarks::TimeLoop(state, launch, bytes);
 }
 
 void RegisterAll() {
@@ -308,14 +189,5 @@ void RegisterAll() {
 }  // namespace megatron::fusions
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "norm_benchmark: no CUDA device\n");
-    return 1;
-  }
-  benchmark::Initialize(&argc, argv);
-  megatron::fusions::RegisterAll();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return megatron::benchmarks::BenchmarkMain(argc, argv, "norm_benchmark", megatron::fusions::RegisterAll);
 }

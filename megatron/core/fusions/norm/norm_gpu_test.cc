@@ -14,6 +14,7 @@
 
 #include "megatron/core/fusions/norm/norm.h"
 #include "megatron/core/fusions/norm/norm_test_util.h"
+#include "megatron/core/fusions/testing/cuda_device.h"
 
 namespace megatron::fusions {
 namespace {
@@ -24,13 +25,6 @@ using testing::ToleranceFor;
 
 constexpr double kEps = 1e-5;
 
-bool HasCudaDevice() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define SKIP_WITHOUT_CUDA_DEVICE() \
-  if (!HasCudaDevice()) GTEST_SKIP() << "no CUDA device on this machine"
 
 const at::Device kCuda(at::kCUDA, 0);
 
@@ -102,7 +96,7 @@ TEST(NormCudaTest, KernelsAreRegistered) {
 }
 
 TEST(NormCudaTest, MatchesReferenceOnAwkwardShapes) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   uint64_t seed = 1000;
   for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRMSNorm}) {
     for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
@@ -122,7 +116,7 @@ TEST(NormCudaTest, MatchesReferenceOnAwkwardShapes) {
 }
 
 TEST(NormCudaTest, MisalignedInputsTakeTheScalarPath) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   uint64_t seed = 5000;
   for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRMSNorm}) {
     for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
@@ -135,14 +129,14 @@ TEST(NormCudaTest, MisalignedInputsTakeTheScalarPath) {
 }
 
 TEST(NormCudaTest, LayerNormWithoutBetaAndManyRows) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   // 2048 rows: several row chunks per column block in the dgamma/dbeta reduction.
   RunCase({NormKind::kLayerNorm, at::kBFloat16, at::kFloat, 2048, 1024, false, /*with_beta=*/false, false}, 7000);
   RunCase({NormKind::kRMSNorm, at::kBFloat16, at::kBFloat16, 2048, 4096, true, false, false}, 7010);
 }
 
 TEST(NormCudaTest, ZeroRowsGiveZeroGradients) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const at::Tensor x = at::empty({0, 64}, at::TensorOptions().dtype(at::kBFloat16).device(kCuda));
   const at::Tensor gamma = RandomInput({64}, 1).to(kCuda);
   const at::Tensor beta = RandomInput({64}, 2).to(kCuda);
@@ -155,7 +149,7 @@ TEST(NormCudaTest, ZeroRowsGiveZeroGradients) {
 }
 
 TEST(NormCudaTest, RejectsFloat64) {
-  SKIP_WITHOUT_CUDA_DEVICE();
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
   const at::Tensor x = RandomInput({2, 8}, 3).to(at::kDouble).to(kCuda);
   const at::Tensor gamma = RandomInput({8}, 4).to(at::kDouble).to(kCuda);
   EXPECT_THROW(NormForward(x, gamma, at::Tensor(), {NormKind::kRMSNorm, kEps, false}), c10::Error);

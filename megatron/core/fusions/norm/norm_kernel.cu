@@ -33,14 +33,13 @@
 //                 LayerNorm fwd 21.7 us (ATen 20.1)  bwd 31.8 us (ATen 35.5)
 // The backward's gap to D2D is the column kernel's second read of dy and x (5 tensor-sized transfers instead of
 // 3); the LayerNorm forward's gap to RMSNorm is its third pass over the row (L1/L2 re-reads).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 
+#include "megatron/core/fusions/common/device_utils.cuh"
 #include "megatron/core/fusions/norm/norm_kernel.h"
 
 namespace megatron::fusions {
@@ -65,44 +64,11 @@ constexpr int kFinalizeThreads = 256;
 // gridDim.y limit.
 constexpr int64_t kMaxGridY = 65535;
 
-__device__ __forceinline__ float ToFloat(float v) { return v; }
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
-
-template <typename T>
-__device__ __forceinline__ T FromFloat(float v);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
-
-template <typename T, int kVec>
-struct alignas(sizeof(T) * kVec) Pack {
-  T v[kVec];
-};
-
-template <typename T, int kVec>
-__device__ __forceinline__ void LoadPack(const T* p, float (&out)[kVec]) {
-  const Pack<T, kVec> pack = *reinterpret_cast<const Pack<T, kVec>*>(p);
-#pragma unroll
-  for (int k = 0; k < kVec; ++k) out[k] = ToFloat(pack.v[k]);
-}
-
-template <typename T, int kVec>
-__device__ __forceinline__ void StorePack(T* p, const float (&in)[kVec]) {
-  Pack<T, kVec> pack;
-#pragma unroll
-  for (int k = 0; k < kVec; ++k) pack.v[k] = FromFloat<T>(in[k]);
-  *reinterpret_cast<Pack<T, kVec>*>(p) = pack;
-}
-
-__device__ __forceinline__ float WarpSum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
+using device::FromFloat;
+using device::LoadPack;
+using device::StorePack;
+using device::ToFloat;
+using device::WarpSum;
 
 // Sums (a, b) over the threads of a row group (threadIdx.x in [0, kThreadsPerRow)); every thread gets the total.
 // Block-wide groups use one blockDim.y == 1, so __syncthreads is uniform.
@@ -291,9 +257,8 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   if (dbeta != nullptr) dbeta[col] = FromFloat<W>(b);
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using device::Aligned16;
+using device::CeilDiv;
 
 struct ColumnGrid {
   int col_blocks;
