@@ -2,6 +2,7 @@
 // constructor rule and both paths (the kernel path through its autograd function, on CPU via the float64
 // reference kernel, against autograd of the fallback), and the legacy parameter names of research notes §5.7.
 // Model-level numerics are checked against the core models in tests/legacy_vs_core.
+#include <cmath>
 #include <map>
 #include <set>
 #include <string>
@@ -10,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "legacy/model/bert_model.h"
+#include "legacy/model/biencoder_model.h"
 #include "legacy/model/fused_softmax.h"
 #include "legacy/model/gpt_model.h"
 #include "legacy/model/module.h"
@@ -135,6 +137,61 @@ TEST(FusedScaleMaskSoftmax, KernelPathMatchesFallbackValuesAndGradients) {
       EXPECT_LT((xk.grad().to(at::kDouble) - xr.grad()).abs().max().item<double>(), 1e-6);
     }
   }
+}
+
+// Closed form: queries k*e_i, contexts e_i -> scores k on the diagonal, 0 elsewhere, so every row's NLL is
+// log(1 + (n - 1) exp(-k')) with k' = k (or k / sqrt(d) with score scaling).
+TEST(BiEncoder, InBatchContrastiveLossClosedForm) {
+  const double k = 2.5;
+  const at::Tensor context = at::eye(3, at::kFloat);
+  const at::Tensor query = context * k;
+  EXPECT_NEAR(InBatchContrastiveLoss(query, context, ScoreScaling::kOff).item<double>(),
+              std::log1p(2 * std::exp(-k)), 1e-6);
+  EXPECT_NEAR(InBatchContrastiveLoss(query, context, ScoreScaling::kOn).item<double>(),
+              std::log1p(2 * std::exp(-k / std::sqrt(3.0))), 1e-6);
+}
+
+// A tower is BERT's language model read at [CLS] (what init_state_dict_from_bert relies on); the loss trains both
+// towers; a shared model embeds queries and contexts alike.
+TEST(BiEncoder, TowersAreBertClsStatesAndBothLearn) {
+  at::manual_seed(6);
+  const auto config = SmallConfig();
+  auto bert = BertModel::Create(config, {}, /*num_tokentypes=*/1, /*add_binary_head=*/false);
+  auto bi = BiEncoderModel::Create(config);
+  ASSERT_TRUE(bert.ok() && bi.ok());
+  std::map<std::string, at::Tensor> towers;
+  for (auto& [name, t] : (*bert)->StateDict()) {
+    if (name.rfind("language_model.", 0) != 0) continue;
+    towers["query_model." + name] = t;
+    towers["context_model." + name] = t;
+  }
+  ASSERT_TRUE((*bi)->LoadStateDict(towers, transformer::LoadMode::kStrict).ok());
+  const at::Tensor ids = at::randint(0, config.vocab_size, {3, 10}, at::kLong);
+  const at::Tensor types = at::zeros({3, 10}, at::kLong);
+  at::Tensor mask = at::ones({3, 10}, at::kLong);
+  mask.index_put_({2, at::indexing::Slice(6, 10)}, 0);
+  const at::Tensor positions = at::arange(10, at::kLong).unsqueeze(0).expand({3, 10});
+  const at::Tensor cls = (*bert)->language_model().Forward(ids, positions, BertExtendedAttentionMask(mask), types)
+                             .encoder_output[0];
+  const BiEncoderOutput out = (*bi)->Forward(ids, mask, types, ids, mask, types);
+  EXPECT_TRUE(out.query.allclose(cls, 1e-6, 1e-6));
+  EXPECT_TRUE(out.context.allclose(cls, 1e-6, 1e-6));
+  InBatchContrastiveLoss(out.query, out.context, ScoreScaling::kOn).backward();
+  for (const auto& [name, p] : (*bi)->NamedParameters()) {
+    if (name.find("word_embeddings") != std::string::npos || name.find("pooler") != std::string::npos) continue;
+    ASSERT_TRUE(p.grad().defined()) << name;
+    EXPECT_GT(p.grad().abs().sum().item<double>(), 0.0) << name;
+  }
+
+  BiEncoderOptions shared;
+  shared.shared_query_context_model = true;
+  shared.projection_dim = 8;
+  auto one = BiEncoderModel::Create(config, {}, shared);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ((*one)->NamedParameters().front().first, "shared_model.language_model.embedding.word_embeddings.weight");
+  const BiEncoderOutput same = (*one)->Forward(ids, mask, types, ids, mask, types);
+  EXPECT_EQ(same.query.sizes(), (at::IntArrayRef{3, 8}));
+  EXPECT_TRUE(same.query.equal(same.context));
 }
 
 }  // namespace
