@@ -15,6 +15,7 @@
 #include "legacy/model/fused_softmax.h"
 #include "legacy/model/gpt_model.h"
 #include "legacy/model/module.h"
+#include "legacy/model/realm_model.h"
 
 namespace megatron::legacy {
 namespace {
@@ -192,6 +193,39 @@ TEST(BiEncoder, TowersAreBertClsStatesAndBothLearn) {
   const BiEncoderOutput same = (*one)->Forward(ids, mask, types, ids, mask, types);
   EXPECT_EQ(same.query.sizes(), (at::IntArrayRef{3, 8}));
   EXPECT_TRUE(same.query.equal(same.context));
+}
+
+// ICT towers: the BERT language model's pooled [CLS] state through ict_head, with zero token types; the keys are
+// query_model.* and context_model.*.
+TEST(Realm, IctTowersArePooledBertStatesThroughTheHead) {
+  at::manual_seed(8);
+  const auto config = SmallConfig();
+  auto ict = ICTBertModel::Create(config, /*ict_head_size=*/6);
+  auto bert = BertModel::Create(config);  // two token types, pooler: the language model an IR tower holds
+  ASSERT_TRUE(ict.ok() && bert.ok());
+  EXPECT_FALSE(ICTBertModel::Create(config, 0).ok());
+  std::map<std::string, at::Tensor> state;
+  const at::Tensor head_w = at::randn({6, config.hidden_size}), head_b = at::randn({6});
+  for (auto& [name, t] : (*bert)->StateDict()) {
+    if (name.rfind("language_model.", 0) != 0) continue;
+    state["query_model." + name] = t;
+    state["context_model." + name] = t;
+  }
+  for (const char* tower : {"query_model.", "context_model."}) {
+    state[std::string(tower) + "ict_head.weight"] = head_w;
+    state[std::string(tower) + "ict_head.bias"] = head_b;
+  }
+  ASSERT_TRUE((*ict)->LoadStateDict(state, transformer::LoadMode::kStrict).ok());
+  const at::Tensor ids = at::randint(0, config.vocab_size, {2, 9}, at::kLong);
+  at::Tensor mask = at::ones({2, 9}, at::kLong);
+  mask.index_put_({1, at::indexing::Slice(5, 9)}, 0);
+  const at::Tensor positions = at::arange(9, at::kLong).unsqueeze(0).expand({2, 9});
+  const at::Tensor pooled =
+      (*bert)->language_model().Forward(ids, positions, BertExtendedAttentionMask(mask), at::zeros_like(ids)).pooled;
+  const at::Tensor expected = at::linear(pooled, head_w, head_b);
+  auto [q, b] = (*ict)->Forward(ids, mask, ids, mask);
+  EXPECT_TRUE(q.allclose(expected, 1e-6, 1e-6));
+  EXPECT_TRUE(b.allclose(expected, 1e-6, 1e-6));
 }
 
 }  // namespace
