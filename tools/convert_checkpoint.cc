@@ -3,7 +3,7 @@
 // model tensors only, under --output; a checkpoint of the wrong tree or family is refused before anything is
 // written.
 //
-//   bazel run //tools:convert_checkpoint -- --model=gpt|bert --direction=legacy_to_core|core_to_legacy
+//   bazel run //tools:convert_checkpoint -- --model=gpt|bert|t5 --direction=legacy_to_core|core_to_legacy
 //       --input=DIR --output=DIR
 #include <cstdlib>
 #include <iostream>
@@ -17,7 +17,7 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: convert_checkpoint --model=gpt|bert --direction=legacy_to_core|core_to_legacy --input=DIR --output=DIR\n";
+    "usage: convert_checkpoint --model=gpt|bert|t5 --direction=legacy_to_core|core_to_legacy --input=DIR --output=DIR\n";
 
 // `bazel run` executes in the runfiles tree; paths the user typed are relative to where they typed them.
 std::string FromUserDirectory(const std::string& path) {
@@ -49,8 +49,10 @@ absl::Status Run(int argc, char** argv) {
     family = megatron::legacy::ModelFamily::kGpt;
   } else if (values["model"] == "bert") {
     family = megatron::legacy::ModelFamily::kBert;
+  } else if (values["model"] == "t5") {
+    family = megatron::legacy::ModelFamily::kT5;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--model=", values["model"], ": expected gpt or bert"));
+    return absl::InvalidArgumentError(absl::StrCat("--model=", values["model"], ": expected gpt, bert or t5"));
   }
   megatron::legacy::Direction direction;
   if (values["direction"] == "legacy_to_core") {

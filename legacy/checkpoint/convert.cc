@@ -20,7 +20,7 @@ struct PrefixPair {
 };
 
 // Inside a layer ("layers.N." stripped on both sides).
-constexpr PrefixPair kLayerPairs[] = {
+const std::vector<PrefixPair> kEncoderLayerPairs = {
     {"input_norm.", "input_layernorm."},
     {"self_attention.query_key_value.", "self_attention.linear_qkv."},
     {"self_attention.dense.", "self_attention.linear_proj."},
@@ -28,52 +28,79 @@ constexpr PrefixPair kLayerPairs[] = {
     {"mlp.dense_h_to_4h.", "mlp.linear_fc1."},
     {"mlp.dense_4h_to_h.", "mlp.linear_fc2."},
 };
-
-// Outside the layers. "@" stands for the core block name (decoder for GPT, encoder for BERT).
-constexpr PrefixPair kGptPairs[] = {
-    {"language_model.embedding.", "embedding."},
-    {"language_model.encoder.final_norm.", "@.final_layernorm."},
-    {"language_model.output_layer.", "output_layer."},
-};
-constexpr PrefixPair kBertPairs[] = {
-    {"language_model.embedding.", "embedding."},
-    {"language_model.encoder.final_norm.", "@.final_layernorm."},
-    {"language_model.pooler.", "pooler."},
-    {"lm_head.norm.", "lm_head.layer_norm."},
-    {"lm_head.dense.", "lm_head.dense."},
-    {"lm_head.bias", "output_layer.bias"},
-    {"binary_head.", "binary_head."},
+// T5 decoder layers: the legacy post-attention norm feeds the cross attention.
+const std::vector<PrefixPair> kDecoderLayerPairs = {
+    {"input_norm.", "input_layernorm."},
+    {"self_attention.query_key_value.", "self_attention.linear_qkv."},
+    {"self_attention.dense.", "self_attention.linear_proj."},
+    {"post_attention_norm.", "pre_cross_attn_layernorm."},
+    {"inter_attention.query.", "cross_attention.linear_q."},
+    {"inter_attention.key_value.", "cross_attention.linear_kv."},
+    {"inter_attention.dense.", "cross_attention.linear_proj."},
+    {"post_inter_attention_norm.", "pre_mlp_layernorm."},
+    {"mlp.dense_h_to_4h.", "mlp.linear_fc1."},
+    {"mlp.dense_4h_to_h.", "mlp.linear_fc2."},
 };
 
-std::string Expand(const char* pattern, const std::string& block) {
-  std::string s = pattern;
-  if (!s.empty() && s[0] == '@') s = block + s.substr(1);
-  return s;
+struct Stack {
+  const char* legacy;  // "language_model.encoder."
+  const char* core;    // "decoder."
+  const std::vector<PrefixPair>* layers;
+};
+
+std::vector<Stack> Stacks(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kGpt: return {{"language_model.encoder.", "decoder.", &kEncoderLayerPairs}};
+    case ModelFamily::kBert: return {{"language_model.encoder.", "encoder.", &kEncoderLayerPairs}};
+    case ModelFamily::kT5:
+      return {{"language_model.encoder.", "encoder.", &kEncoderLayerPairs},
+              {"language_model.decoder.", "decoder.", &kDecoderLayerPairs}};
+  }
+  return {};
+}
+
+// Outside the stacks.
+std::vector<PrefixPair> OtherPairs(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kGpt:
+      return {{"language_model.embedding.", "embedding."}, {"language_model.output_layer.", "output_layer."}};
+    case ModelFamily::kBert:
+      return {{"language_model.embedding.", "embedding."},
+              {"language_model.pooler.", "pooler."},
+              {"lm_head.norm.", "lm_head.layer_norm."},
+              {"lm_head.dense.", "lm_head.dense."},
+              {"lm_head.bias", "output_layer.bias"},
+              {"binary_head.", "binary_head."}};
+    case ModelFamily::kT5:
+      return {{"language_model.embedding.", "embedding."}, {"lm_head.bias", "lm_head.output_layer.bias"}};
+  }
+  return {};
 }
 
 // Maps one key; nullopt when it fits no rule.
 std::optional<std::string> MapKey(const std::string& key, ModelFamily family, Direction direction) {
-  const std::string block = family == ModelFamily::kGpt ? "decoder" : "encoder";
   const bool to_core = direction == Direction::kLegacyToCore;
-  const std::string layers_from = to_core ? "language_model.encoder.layers." : block + ".layers.";
-  const std::string layers_to = to_core ? block + ".layers." : "language_model.encoder.layers.";
-  if (StartsWith(key, layers_from)) {
-    const std::string rest = key.substr(layers_from.size());
+  for (const Stack& stack : Stacks(family)) {
+    const std::string from_stack = to_core ? stack.legacy : stack.core;
+    const std::string to_stack = to_core ? stack.core : stack.legacy;
+    const std::string from_final = from_stack + (to_core ? "final_norm." : "final_layernorm.");
+    const std::string to_final = to_stack + (to_core ? "final_layernorm." : "final_norm.");
+    if (StartsWith(key, from_final)) return to_final + key.substr(from_final.size());
+    if (!StartsWith(key, from_stack + "layers.")) continue;
+    const std::string rest = key.substr(from_stack.size() + sizeof("layers.") - 1);
     size_t digits = 0;
     while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits]))) ++digits;
     if (digits == 0 || digits >= rest.size() || rest[digits] != '.') return std::nullopt;
     const std::string index = rest.substr(0, digits), inner = rest.substr(digits + 1);
-    for (const PrefixPair& p : kLayerPairs) {
+    for (const PrefixPair& p : *stack.layers) {
       const std::string from = to_core ? p.legacy : p.core, to = to_core ? p.core : p.legacy;
-      if (StartsWith(inner, from)) return layers_to + index + "." + to + inner.substr(from.size());
+      if (StartsWith(inner, from)) return to_stack + "layers." + index + "." + to + inner.substr(from.size());
     }
     return std::nullopt;
   }
-  const auto pairs = family == ModelFamily::kGpt ? std::vector<PrefixPair>(std::begin(kGptPairs), std::end(kGptPairs))
-                                                 : std::vector<PrefixPair>(std::begin(kBertPairs), std::end(kBertPairs));
-  for (const PrefixPair& p : pairs) {
-    const std::string from = Expand(to_core ? p.legacy : p.core, block);
-    const std::string to = Expand(to_core ? p.core : p.legacy, block);
+  for (const PrefixPair& p : OtherPairs(family)) {
+    const std::string from = to_core ? p.legacy : p.core;
+    const std::string to = to_core ? p.core : p.legacy;
     const bool exact = from.back() != '.';
     if (exact ? key == from : StartsWith(key, from)) return to + key.substr(from.size());
   }
@@ -100,7 +127,14 @@ absl::StatusOr<StateDict> Convert(const StateDict& in, ModelFamily family, Direc
 
 }  // namespace
 
-const char* FamilyName(ModelFamily family) { return family == ModelFamily::kGpt ? "gpt" : "bert"; }
+const char* FamilyName(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kGpt: return "gpt";
+    case ModelFamily::kBert: return "bert";
+    case ModelFamily::kT5: return "t5";
+  }
+  return "?";
+}
 const char* TreeName(Tree tree) { return tree == Tree::kLegacy ? "legacy" : "core"; }
 
 absl::StatusOr<StateDict> LegacyToCore(const StateDict& legacy, ModelFamily family) {
@@ -112,18 +146,24 @@ absl::StatusOr<StateDict> CoreToLegacy(const StateDict& core, ModelFamily family
 }
 
 absl::StatusOr<CheckpointKind> DetectCheckpointKind(const StateDict& state) {
-  bool legacy = false, bert_head = false, decoder = false, encoder = false;
+  bool legacy = false, legacy_decoder = false, bert_head = false, decoder = false, encoder = false;
   for (const auto& [key, tensor] : state) {
     legacy |= StartsWith(key, "language_model.");
+    legacy_decoder |= StartsWith(key, "language_model.decoder.");
     bert_head |= StartsWith(key, "lm_head.") || StartsWith(key, "binary_head.");
     decoder |= StartsWith(key, "decoder.");
     encoder |= StartsWith(key, "encoder.");
   }
-  if (legacy) return CheckpointKind{Tree::kLegacy, bert_head ? ModelFamily::kBert : ModelFamily::kGpt};
-  if (decoder && !encoder) return CheckpointKind{Tree::kCore, ModelFamily::kGpt};
-  if (encoder && !decoder) return CheckpointKind{Tree::kCore, ModelFamily::kBert};
+  if (legacy) {
+    const ModelFamily f = legacy_decoder ? ModelFamily::kT5 : bert_head ? ModelFamily::kBert : ModelFamily::kGpt;
+    return CheckpointKind{Tree::kLegacy, f};
+  }
+  if (decoder && encoder) return CheckpointKind{Tree::kCore, ModelFamily::kT5};
+  if (decoder) return CheckpointKind{Tree::kCore, ModelFamily::kGpt};
+  if (encoder) return CheckpointKind{Tree::kCore, ModelFamily::kBert};
   return absl::NotFoundError(
-      "the tensors are neither a legacy (language_model.*) nor a core GPT (decoder.*) or BERT (encoder.*) model");
+      "the tensors are neither a legacy (language_model.*) nor a core GPT (decoder.*), BERT (encoder.*) or T5 "
+      "(both) model");
 }
 
 std::string ConversionCommand(ModelFamily family, Direction direction, const std::string& input) {
@@ -210,7 +250,7 @@ absl::Status LoadModelCheckpoint(const std::string& dir, Tree tree, ModelFamily 
                                      FamilyName(family), " model");
   auto kind = DetectCheckpointKind(checkpoint->model);
   if (!kind.ok()) {
-    absl::StrAppend(&message, " and the checkpoint is not a GPT or BERT model of either tree");
+    absl::StrAppend(&message, " and the checkpoint is not a GPT, BERT or T5 model of either tree");
   } else if (kind->family != family) {
     absl::StrAppend(&message, " but the checkpoint holds a ", TreeName(kind->tree), " ", FamilyName(kind->family),
                     " model; load it into a ", FamilyName(kind->family), " model");

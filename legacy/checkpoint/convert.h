@@ -12,6 +12,11 @@
 //   language_model.output_layer.weight                          <-> output_layer.weight (untied GPT)
 //   BERT: language_model.pooler.dense.* <-> pooler.dense.*, lm_head.dense.* <-> lm_head.dense.*,
 //         lm_head.norm.* <-> lm_head.layer_norm.*, lm_head.bias <-> output_layer.bias, binary_head.* (same)
+//   T5 (core blocks encoder and decoder): the encoder as BERT's; decoder layers map post_attention_norm <->
+//         pre_cross_attn_layernorm, inter_attention.{query,key_value,dense} <-> cross_attention.{linear_q,
+//         linear_kv,linear_proj}, post_inter_attention_norm <-> pre_mlp_layernorm;
+//         language_model.decoder.final_norm <-> decoder.final_layernorm; lm_head.bias <-> lm_head.output_layer.bias
+//         (learned absolute positions only: the legacy T5 has no relative position bias)
 // Tensors are copied unchanged: the fused QKV uses the same grouped layout in both trees (checkpoint version
 // >= 2.0; see Note [Legacy QKV layout] in legacy/model/transformer.h) and both trees keep SwiGLU's [gate; up].
 // Older legacy key names (input_layernorm, .attention., transformer.) are upgraded first, so they convert too.
@@ -29,11 +34,11 @@
 
 namespace megatron::legacy {
 
-enum class ModelFamily { kGpt, kBert };
+enum class ModelFamily { kGpt, kBert, kT5 };
 enum class Tree { kLegacy, kCore };
 enum class Direction { kLegacyToCore, kCoreToLegacy };
 
-const char* FamilyName(ModelFamily family);  // "gpt", "bert"
+const char* FamilyName(ModelFamily family);  // "gpt", "bert", "t5"
 const char* TreeName(Tree tree);              // "legacy", "core"
 
 using StateDict = std::map<std::string, at::Tensor>;

@@ -58,9 +58,13 @@ at::Tensor Pooler::Forward(const at::Tensor& hidden, int64_t sequence_index) con
 
 TransformerLanguageModel::TransformerLanguageModel(const TransformerConfig& config, const LegacyOptions& options,
                                                    AttnMaskType encoder_attn_mask_type, int num_tokentypes,
-                                                   bool add_pooler) {
+                                                   bool add_pooler, bool add_decoder) {
   embedding_ = RegisterModule("embedding", std::make_unique<Embedding>(config, num_tokentypes));
   encoder_ = RegisterModule("encoder", std::make_unique<ParallelTransformer>(config, options, encoder_attn_mask_type));
+  if (add_decoder) {
+    decoder_ = RegisterModule("decoder", std::make_unique<ParallelTransformer>(config, options, AttnMaskType::kCausal,
+                                                                               LayerType::kDecoder));
+  }
   if (add_pooler) pooler_ = RegisterModule("pooler", std::make_unique<Pooler>(config));
   if (!config.share_embeddings_and_output_weights) {
     output_layer_ = RegisterModule("output_layer", std::make_unique<transformer::Linear>(
@@ -76,6 +80,14 @@ LanguageModelOutput TransformerLanguageModel::Forward(const at::Tensor& input_id
   out.encoder_output = encoder_->Forward(embedding_->Forward(input_ids, position_ids, tokentype_ids), attention_mask);
   if (pooler_ != nullptr) out.pooled = pooler_->Forward(out.encoder_output);
   return out;
+}
+
+at::Tensor TransformerLanguageModel::DecoderForward(const at::Tensor& decoder_ids, const at::Tensor& position_ids,
+                                                    const at::Tensor& decoder_mask, const at::Tensor& encoder_output,
+                                                    const at::Tensor& enc_dec_mask) const {
+  TORCH_CHECK(decoder_ != nullptr, "TransformerLanguageModel: built without a decoder (add_decoder)");
+  const at::Tensor h = embedding_->Forward(decoder_ids, position_ids, /*tokentype_ids=*/{});
+  return decoder_->Forward(h, decoder_mask, encoder_output, enc_dec_mask);
 }
 
 }  // namespace megatron::legacy

@@ -2,7 +2,7 @@
 // TransformerLanguageModel, single process. Names under the model's `language_model`:
 //   embedding.word_embeddings.weight [V, h], embedding.position_embeddings.weight [P, h],
 //   embedding.tokentype_embeddings.weight [T, h] (num_tokentypes > 0),
-//   encoder.* (ParallelTransformer, see transformer.h), pooler.dense.{weight,bias} [h, h] (add_pooler),
+//   encoder.* (ParallelTransformer, see transformer.h), decoder.* (T5), pooler.dense.{weight,bias} [h, h] (add_pooler),
 //   output_layer.weight [V, h] (untied embeddings only).
 #pragma once
 
@@ -57,10 +57,17 @@ struct LanguageModelOutput {
 
 class TransformerLanguageModel : public transformer::MegatronModule {
  public:
+  // add_decoder (T5): also a causal `decoder` stack of decoder layers reading the encoder output; the embedding
+  // serves both.
   TransformerLanguageModel(const transformer::TransformerConfig& config, const LegacyOptions& options,
-                           AttnMaskType encoder_attn_mask_type, int num_tokentypes, bool add_pooler);
+                           AttnMaskType encoder_attn_mask_type, int num_tokentypes, bool add_pooler,
+                           bool add_decoder = false);
   LanguageModelOutput Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
                               const at::Tensor& attention_mask, const at::Tensor& tokentype_ids) const;
+  // The decoder's output [sd, b, h] (needs add_decoder).
+  at::Tensor DecoderForward(const at::Tensor& decoder_ids, const at::Tensor& position_ids,
+                            const at::Tensor& decoder_mask, const at::Tensor& encoder_output,
+                            const at::Tensor& enc_dec_mask) const;
 
   const Embedding& embedding() const { return *embedding_; }
   const ParallelTransformer& encoder() const { return *encoder_; }
@@ -70,6 +77,7 @@ class TransformerLanguageModel : public transformer::MegatronModule {
  private:
   Embedding* embedding_;
   ParallelTransformer* encoder_;
+  ParallelTransformer* decoder_ = nullptr;
   Pooler* pooler_ = nullptr;
   transformer::Linear* output_layer_ = nullptr;
 };

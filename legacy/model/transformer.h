@@ -51,20 +51,30 @@ absl::Status ValidateLegacyConfig(const transformer::TransformerConfig& config, 
 // The norm get_norm(config) builds: MixedFusedLayerNorm or RMSNorm.
 std::unique_ptr<transformer::Norm> GetNorm(const transformer::TransformerConfig& config, const LegacyOptions& options);
 
+// Self attention (query_key_value) or cross attention (T5 decoders: query [np hn, h] and key_value
+// [2 np hn, h], per head [k, v]; no GQA, as in Megatron).
+enum class AttentionType { kSelf, kCross };
+// Encoder layers, or decoder layers with inter_attention (cross) and post_inter_attention_norm.
+enum class LayerType { kEncoder, kDecoder };
+
 class ParallelAttention : public transformer::MegatronModule {
  public:
   // layer_number is 1-based, as in Megatron.
   ParallelAttention(const transformer::TransformerConfig& config, const LegacyOptions& options, int layer_number,
-                    AttnMaskType attn_mask_type);
-  // hidden [sq, b, h]; mask as FusedScaleMaskSoftmax's. Returns [sq, b, h] (dense's bias added).
-  at::Tensor Forward(const at::Tensor& hidden, const at::Tensor& mask) const;
+                    AttnMaskType attn_mask_type, AttentionType attention_type = AttentionType::kSelf);
+  // hidden [sq, b, h]; mask as FusedScaleMaskSoftmax's; encoder_output [sk, b, h] for cross attention.
+  // Returns [sq, b, h] (dense's bias added).
+  at::Tensor Forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& encoder_output = {}) const;
   const FusedScaleMaskSoftmax& softmax() const { return *softmax_; }
 
  private:
   transformer::TransformerConfig config_;
+  AttentionType attention_type_;
   double norm_factor_;
   std::optional<FusedScaleMaskSoftmax> softmax_;
-  transformer::Linear* query_key_value_;
+  transformer::Linear* query_key_value_ = nullptr;  // self
+  transformer::Linear* query_ = nullptr;            // cross
+  transformer::Linear* key_value_ = nullptr;        // cross
   transformer::Linear* dense_;
 };
 
@@ -82,8 +92,11 @@ class ParallelMLP : public transformer::MegatronModule {
 class ParallelTransformerLayer : public transformer::MegatronModule {
  public:
   ParallelTransformerLayer(const transformer::TransformerConfig& config, const LegacyOptions& options,
-                           int layer_number, AttnMaskType self_attn_mask_type);
-  at::Tensor Forward(const at::Tensor& hidden, const at::Tensor& mask) const;
+                           int layer_number, AttnMaskType self_attn_mask_type,
+                           LayerType layer_type = LayerType::kEncoder);
+  // Decoder layers also take the encoder output [se, b, h] and the encoder-decoder mask.
+  at::Tensor Forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& encoder_output = {},
+                     const at::Tensor& enc_dec_mask = {}) const;
   const ParallelAttention& self_attention() const { return *self_attention_; }
 
  private:
@@ -92,22 +105,25 @@ class ParallelTransformerLayer : public transformer::MegatronModule {
   transformer::Norm* input_norm_;
   ParallelAttention* self_attention_;
   transformer::Norm* post_attention_norm_;
+  ParallelAttention* inter_attention_ = nullptr;
+  transformer::Norm* post_inter_attention_norm_ = nullptr;
   ParallelMLP* mlp_;
 };
 
 class ParallelTransformer : public transformer::MegatronModule {
  public:
   ParallelTransformer(const transformer::TransformerConfig& config, const LegacyOptions& options,
-                      AttnMaskType self_attn_mask_type);
+                      AttnMaskType self_attn_mask_type, LayerType layer_type = LayerType::kEncoder);
   // hidden [s, b, h] -> [s, b, h] (after final_norm).
-  at::Tensor Forward(const at::Tensor& hidden, const at::Tensor& mask) const;
+  at::Tensor Forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& encoder_output = {},
+                     const at::Tensor& enc_dec_mask = {}) const;
   const ParallelTransformerLayer& layer(int i) const { return *layers_[i]; }
 
  private:
   class LayerList : public transformer::MegatronModule {
    public:
     LayerList(const transformer::TransformerConfig& config, const LegacyOptions& options, AttnMaskType mask_type,
-              std::vector<ParallelTransformerLayer*>* out);
+              LayerType layer_type, std::vector<ParallelTransformerLayer*>* out);
   };
   std::vector<ParallelTransformerLayer*> layers_;
   transformer::Norm* final_norm_;
