@@ -4,7 +4,7 @@
 // memory (CPU: resident-set growth during the run, from /proc/self/status after resetting the peak through
 // /proc/self/clear_refs; CUDA: the caching allocator's peak allocated bytes).
 //
-//   bazel run //experiments/compare:legacy_vs_core -- --model=gpt|bert [--device=cpu|cuda] [--steps=N]
+//   bazel run //experiments/compare:legacy_vs_core -- --model=gpt|bert|t5 [--device=cpu|cuda] [--steps=N]
 //       [--batch=B] [--seq=S] [--layers=L] [--hidden=H] [--heads=A] [--vocab=V] [--bf16]
 // --bf16 runs both trees under bf16 parameters (the legacy softmax then takes the fused kernel on a GPU where the
 // availability rule allows; the core tree uses its SDPA core attention).
@@ -28,8 +28,10 @@
 #include "legacy/checkpoint/convert.h"
 #include "legacy/model/bert_model.h"
 #include "legacy/model/gpt_model.h"
+#include "legacy/model/t5_model.h"
 #include "megatron/core/models/bert/bert_model.h"
 #include "megatron/core/models/gpt/gpt_model.h"
+#include "megatron/core/models/T5/t5_model.h"
 #include "megatron/core/optimizer/optimizer.h"
 
 #ifdef MEGATRON_COMPARE_CUDA
@@ -81,8 +83,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       return false;
     }
   }
-  if (f->model != "gpt" && f->model != "bert") {
-    std::cerr << "legacy_vs_core: --model=" << f->model << ": expected gpt or bert\n";
+  if (f->model != "gpt" && f->model != "bert" && f->model != "t5") {
+    std::cerr << "legacy_vs_core: --model=" << f->model << ": expected gpt, bert or t5\n";
     return false;
   }
   if (!f->only.empty() && f->only != "legacy" && f->only != "core") {
@@ -139,6 +141,7 @@ class PeakMemory {
 
 struct Batch {
   at::Tensor ids, labels, padding, types, loss_mask, order;
+  at::Tensor decoder_ids;  // T5: the decoder side (labels are its targets)
 };
 
 struct RunResult {
@@ -207,8 +210,10 @@ int Main(const Flags& f) {
   const bool cuda = f.device == "cuda";
   const at::Device device = cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   const at::ScalarType dtype = f.bf16 ? at::kBFloat16 : at::kFloat;
-  const bool bert = f.model == "bert";
-  const auto family = bert ? megatron::legacy::ModelFamily::kBert : megatron::legacy::ModelFamily::kGpt;
+  const bool bert = f.model == "bert", t5 = f.model == "t5";
+  const auto family = bert ? megatron::legacy::ModelFamily::kBert
+                      : t5 ? megatron::legacy::ModelFamily::kT5
+                           : megatron::legacy::ModelFamily::kGpt;
 
   TransformerConfig config;
   config.num_layers = f.layers;
@@ -221,13 +226,22 @@ int Main(const Flags& f) {
   config.max_position_embeddings = f.seq;
   config.hidden_dropout = 0.0;  // the two trees draw dropout masks differently; compare deterministic runs
   config.attention_dropout = 0.0;
-  if (bert) config.attn_mask_type = megatron::transformer::AttnMask::kPadding;
+  if (bert || t5) config.attn_mask_type = megatron::transformer::AttnMask::kPadding;
   megatron::legacy::LegacyOptions options;
   options.bf16 = f.bf16;
 
   at::manual_seed(1234);
   std::unique_ptr<MegatronModule> core, old;
-  if (bert) {
+  if (t5) {
+    auto c = megatron::models::T5Model::Create(config);
+    auto l = megatron::legacy::T5Model::Create(config, options);
+    if (!c.ok() || !l.ok()) {
+      std::cerr << (c.ok() ? l.status() : c.status()) << "\n";
+      return 1;
+    }
+    core = std::move(*c);
+    old = std::move(*l);
+  } else if (bert) {
     auto c = megatron::models::BertModel::Create(config);
     auto l = megatron::legacy::BertModel::Create(config, options);
     if (!c.ok() || !l.ok()) {
@@ -271,6 +285,15 @@ int Main(const Flags& f) {
     const auto ids = at::randint(0, f.vocab, {f.batch, f.seq + 1}, at::kLong);
     b.ids = ids.narrow(1, 0, f.seq).contiguous().to(device);
     b.labels = ids.narrow(1, 1, f.seq).contiguous().to(device);
+    if (t5) {
+      // Encoder: every other sample padded to three quarters; decoder: half the encoder length, all real.
+      at::Tensor padding = at::ones({f.batch, f.seq}, at::kLong);
+      for (int s = 1; s < f.batch; s += 2) padding[s].narrow(0, 3 * f.seq / 4, f.seq - 3 * f.seq / 4).zero_();
+      b.padding = padding.to(device);
+      const auto dec = at::randint(0, f.vocab, {f.batch, f.seq / 2 + 1}, at::kLong);
+      b.decoder_ids = dec.narrow(1, 0, f.seq / 2).contiguous().to(device);
+      b.labels = dec.narrow(1, 1, f.seq / 2).contiguous().to(device);
+    }
     if (bert) {
       // Every other sample padded to three quarters (BERT compares real tokens only; see bert_model.h).
       at::Tensor padding = at::ones({f.batch, f.seq}, at::kLong);
@@ -287,9 +310,14 @@ int Main(const Flags& f) {
   auto old_gpt = dynamic_cast<megatron::legacy::GPTModel*>(old.get());
   auto core_bert = dynamic_cast<megatron::models::BertModel*>(core.get());
   auto old_bert = dynamic_cast<megatron::legacy::BertModel*>(old.get());
+  auto core_t5 = dynamic_cast<megatron::models::T5Model*>(core.get());
+  auto old_t5 = dynamic_cast<megatron::legacy::T5Model*>(old.get());
 
   std::function<at::Tensor(const Batch&)> core_loss, old_loss;
-  if (bert) {
+  if (t5) {
+    core_loss = [&](const Batch& b) { return core_t5->Loss(b.ids, b.decoder_ids, b.padding, b.labels).mean(); };
+    old_loss = [&](const Batch& b) { return old_t5->Loss(b.ids, b.decoder_ids, b.padding, b.labels).mean(); };
+  } else if (bert) {
     core_loss = [&](const Batch& b) {
       auto o = core_bert->Forward(b.ids, b.padding, b.types, b.labels);
       return megatron::models::BertPretrainingLoss(o.lm, b.loss_mask, o.binary_logits, b.order);
@@ -302,7 +330,8 @@ int Main(const Flags& f) {
     core_loss = [&](const Batch& b) { return core_gpt->Loss(b.ids, {}, b.labels).mean(); };
     old_loss = [&](const Batch& b) { return old_gpt->Loss(b.ids, {}, {}, b.labels).mean(); };
   }
-  const int64_t tokens = static_cast<int64_t>(f.batch) * f.seq;
+  // Tokens per step: the encoder's plus (T5) the decoder's.
+  const int64_t tokens = static_cast<int64_t>(f.batch) * (t5 ? f.seq + f.seq / 2 : f.seq);
   if (!f.only.empty()) {
     const bool legacy_tree = f.only == "legacy";
     if (!legacy_tree) old.reset();  // only this tree's memory in this process
@@ -320,7 +349,10 @@ int Main(const Flags& f) {
     at::NoGradGuard no_grad;
     const Batch& b = batches[0];
     at::Tensor a, c;
-    if (bert) {
+    if (t5) {
+      a = old_t5->Logits(b.ids, b.decoder_ids, b.padding).to(at::kFloat);
+      c = core_t5->Logits(b.ids, b.decoder_ids, b.padding).to(at::kFloat);
+    } else if (bert) {
       const at::Tensor real = b.padding.eq(1);
       a = old_bert->Forward(b.ids, b.padding, b.types).lm.index({real}).to(at::kFloat);
       c = core_bert->Forward(b.ids, b.padding, b.types).lm.index({real}).to(at::kFloat);

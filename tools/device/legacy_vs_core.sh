@@ -2,7 +2,7 @@
 # Legacy versus core on the GPU, in two halves:
 #   tools/device/legacy_vs_core.sh stage   CPU machine: build --config=cuda, stage into .device/legacy/ (git-ignored)
 #   tools/device/legacy_vs_core.sh run     GPU machine, repo root: the GPU equivalence test, then the comparison
-#                                          tables (GPT and BERT, GPT-2-small shape, fp32 and bf16) into
+#                                          tables (GPT, BERT and T5, GPT-2-small shape, fp32 and bf16) into
 #                                          .device/legacy/results.txt
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -25,7 +25,7 @@ case "${1:-}" in
     : > "$out"
     .device/legacy/bin/legacy_vs_core_gpu_test 2>&1 | tail -20 | tee -a "$out"
     shape=(--layers=12 --hidden=768 --heads=12 --vocab=50304 --seq=1024 --batch=8 --steps=30)
-    for model in gpt bert; do
+    for model in gpt bert t5; do
       for precision in "" --bf16; do
         .device/legacy/bin/legacy_vs_core --model="$model" --device=cuda "${shape[@]}" $precision 2>&1 | tee -a "$out"
       done
