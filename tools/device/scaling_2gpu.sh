@@ -22,9 +22,9 @@ run() {
   if [[ $nproc == 1 ]]; then "${cmd[@]}"; else .device/bin/launch --nproc_per_node="$nproc" -- "${cmd[@]}"; fi 2>&1 |
     tr '\r' '\n' | grep -v "^\[rank 1\]" | tee "$OUT/$name.log" | grep -E "model:|parallel:|throughput|Error|error" || true
 }
-run gpu1 1
-run dp2 2
-run tp2 2 --parallel.tensor_model_parallel_size=2
+[[ -z "${SKIP_GPU1:-}" ]] && run gpu1 1
+[[ -z "${SKIP_DP2:-}" ]] && run dp2 2
+[[ -z "${SKIP_TP2:-}" ]] && run tp2 2 --parallel.tensor_model_parallel_size=2
 run pp2 2 --parallel.pipeline_model_parallel_size=2
 echo
 echo "| run | GPUs | steady tokens/s | tokens/s per GPU | scaling efficiency |"

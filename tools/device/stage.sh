@@ -41,7 +41,7 @@ cp experiments/gpt/recipes/*.textproto .device/recipes/
 mkdir -p .device/recipes/llava && cp experiments/llava/recipes/*.textproto .device/recipes/llava/
 # The GPU machine (Ubuntu 24.04) has libtorch, CUDA, cuDNN and NCCL from its PyTorch install, but not Debian's
 # abseil and protobuf builds that our binaries link.
-ldd .device/bin/* | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf|libbenchmark' |
+ldd .device/bin/* | awk '/=>/ {print $3}' | grep -E 'libabsl|libprotobuf|libbenchmark|libstb|libgtest|libgmock' |
   sort -u | xargs -r -I{} cp -L {} .device/lib/
 
 # Liger-Kernel (pure Python + Triton) for benchmarks/peers/liger_side_by_side.py; the GPU machine has no internet.

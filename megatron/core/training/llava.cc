@@ -347,6 +347,8 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
       recipe.checkpoint().load().empty() ? "" : ResolvePath(options.base_dir, recipe.checkpoint().load());
   const auto& m = recipe.model();
   model.Freeze(m.freeze_language_model(), m.freeze_vision_model(), m.freeze_projector());
+  // On the device before the optimizer creates its state next to the parameters (checkpoints load across devices).
+  model.ToDevice(*device);
   std::vector<std::pair<std::string, at::Tensor>> trainable;
   std::vector<at::Tensor> trainable_params;
   LlavaTrainResult result;
@@ -393,7 +395,6 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
                    recipe.checkpoint().finetune() ? ", weights only" : "");
     }
   }
-  model.ToDevice(*device);
   result.start_iteration = iteration;
   if (show) {
     std::fprintf(stderr, "model: LLaVA, %.2fM parameters, %.2fM trainable (language model %s, vision %s, projector %s), "

@@ -324,7 +324,7 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     // One GPU per rank: "cuda" means this rank's LOCAL_RANK device.
     device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(options.distributed->local_rank()));
   }
-  if (device->is_cuda()) c10::impl::VirtualGuardImpl(at::kCUDA).setDevice(*device);
+  if (device->is_cuda() && device->has_index()) c10::impl::VirtualGuardImpl(at::kCUDA).setDevice(*device);
   absl::StatusOr<Parallelism> parallelism = SetUpParallelism(recipe, options, *device);
   if (!parallelism.ok()) return parallelism.status();
   const Parallelism& par = *parallelism;
