@@ -33,6 +33,7 @@
 #include "megatron/core/training/autocast.h"
 #include "megatron/core/training/gpt_data.h"
 #include "megatron/core/training/recipe.h"
+#include "megatron/core/training/trainer_common.h"
 #include "megatron/core/training/tensorboard_writer.h"
 #include "megatron/core/utils/progress_bar.h"
 
@@ -363,14 +364,7 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
   const auto& o = recipe.optimizer();
   optimizer::AdamW adam(trainable, optimizer::AdamWConfig{o.adam_beta1(), o.adam_beta2(), o.adam_eps(),
                                                           o.weight_decay()});
-  optimizer::LrSchedule schedule;
-  schedule.max_lr = o.lr();
-  schedule.min_lr = o.min_lr();
-  schedule.warmup_steps = o.lr_warmup_iters();
-  schedule.decay_steps = o.lr_decay_iters() > 0 ? o.lr_decay_iters() : std::max(1, t.train_iters());
-  schedule.style = o.lr_decay_style() == proto::COSINE   ? optimizer::LrDecay::kCosine
-                   : o.lr_decay_style() == proto::LINEAR ? optimizer::LrDecay::kLinear
-                                                         : optimizer::LrDecay::kConstant;
+  const optimizer::LrSchedule schedule = LrScheduleFromRecipe(o, t.train_iters());
   int64_t iteration = 0;
   std::optional<int64_t> resumed;
   if (!save_dir.empty()) {
@@ -431,15 +425,7 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
   };
   auto save = [&](int64_t at_iteration) -> absl::Status {
     if (save_dir.empty()) return absl::OkStatus();
-    checkpointing::Checkpoint ckpt;
-    ckpt.iteration = at_iteration;
-    ckpt.recipe = ToText(recipe);
-    ckpt.model = model.StateDict();
-    for (auto& [name, tensor] : ckpt.model) tensor = tensor.to(at::kCPU);
-    ckpt.optimizer = adam.StateDict();
-    for (auto& [name, tensor] : ckpt.optimizer) tensor = tensor.to(at::kCPU);
-    ckpt.rng = tensor_parallel::GetRngState();
-    return checkpointing::SaveCheckpoint(save_dir, ckpt);
+    return SaveTrainingCheckpoint(save_dir, at_iteration, recipe, model.StateDict(), adam.StateDict());
   };
 
   model.SetTraining(true);
