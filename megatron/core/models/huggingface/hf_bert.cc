@@ -13,12 +13,8 @@ namespace megatron::models::huggingface {
 
 absl::StatusOr<HfBertInfo> ReadHfBertConfig(const std::string& dir, const proto::ModelConfig& recipe_model) {
   const std::string path = dir + "/config.json";
-  absl::StatusOr<nlohmann::json> j = ReadJsonObject(path);
+  absl::StatusOr<nlohmann::json> j = ReadModelConfig(dir, "bert");
   if (!j.ok()) return j.status();
-  auto type = j->find("model_type");
-  if (type == j->end() || !type->is_string() || type->get<std::string>() != "bert") {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": field \"model_type\" must be \"bert\""));
-  }
   HfBertInfo info;
   transformer::TransformerConfig& c = info.config;
   absl::Status s;

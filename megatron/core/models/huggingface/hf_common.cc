@@ -66,6 +66,18 @@ absl::StatusOr<std::string> GetJsonString(const nlohmann::json& j, const std::st
   return it->get<std::string>();
 }
 
+absl::StatusOr<nlohmann::json> ReadModelConfig(const std::string& dir, const std::string& model_type) {
+  const std::string path = dir + "/config.json";
+  absl::StatusOr<nlohmann::json> j = ReadJsonObject(path);
+  if (!j.ok()) return j.status();
+  auto type = j->find("model_type");
+  if (type == j->end() || !type->is_string() || type->get<std::string>() != model_type) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": field \"model_type\" must be \"", model_type, "\""));
+  }
+  return j;
+}
+
 absl::StatusOr<std::map<std::string, at::Tensor>> ReadHfTensors(const std::string& dir, Dtype dtype) {
   std::vector<std::string> files;
   const std::string index_path = dir + "/model.safetensors.index.json";

@@ -23,6 +23,9 @@ template <typename T>
 absl::Status GetJsonField(const nlohmann::json& j, const std::string& path, const char* field, T* out,
                           std::optional<T> fallback = std::nullopt);
 
+// <dir>/config.json, checked to have "model_type" == `model_type` (the error names the file and the field).
+absl::StatusOr<nlohmann::json> ReadModelConfig(const std::string& dir, const std::string& model_type);
+
 // A string field ("model_type", "hidden_act"), or `fallback` when absent (error when absent without one).
 absl::StatusOr<std::string> GetJsonString(const nlohmann::json& j, const std::string& path, const char* field,
                                           std::optional<std::string> fallback = std::nullopt);

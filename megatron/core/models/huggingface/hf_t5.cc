@@ -14,12 +14,8 @@ namespace megatron::models::huggingface {
 
 absl::StatusOr<HfT5Info> ReadHfT5Config(const std::string& dir, const proto::ModelConfig& recipe_model) {
   const std::string path = dir + "/config.json";
-  absl::StatusOr<nlohmann::json> j = ReadJsonObject(path);
+  absl::StatusOr<nlohmann::json> j = ReadModelConfig(dir, "t5");
   if (!j.ok()) return j.status();
-  auto type = j->find("model_type");
-  if (type == j->end() || !type->is_string() || type->get<std::string>() != "t5") {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": field \"model_type\" must be \"t5\""));
-  }
   HfT5Info info;
   transformer::TransformerConfig& c = info.config;
   absl::Status s;
