@@ -11,6 +11,7 @@
 
 #include "megatron/core/distributed/multi_process_testing.h"
 #include "megatron/core/distributed/process_group.h"
+#include "megatron/core/pipeline_parallel/p2p_communication.h"
 
 namespace megatron::distributed {
 namespace {
@@ -92,6 +93,38 @@ TEST_F(NcclTest, Subgroups) {
     ASSERT_TRUE((*pair)->AllReduce(t).ok());
     EXPECT_EQ(t[0].item<float>(), 11.0f);
     EXPECT_EQ((*pair)->rank(), 1 - ctx.rank());
+  });
+}
+
+// 1F1B's pattern on NCCL: both ranks send a large message before receiving the other's (the first stage an
+// activation, the last a gradient). On one communicator per pair this deadlocks on the GPU (each send waits for
+// a receive queued behind the peer's own send); see Note [NCCL point-to-point directions]. Also: delivery by
+// tag out of arrival order, and the receiver's tensor lands on its own GPU.
+TEST_F(NcclTest, PipelineMessagesBothWaysAndByTag) {
+  WithNccl([](DistributedContext& ctx, const at::Device& device) {
+    pipeline_parallel::PipelineP2P p2p(&ctx.world());
+    const auto opts = at::TensorOptions().dtype(at::kBFloat16).device(device);
+    const int r = ctx.rank();
+    const int64_t n = 32 << 20;  // 64 MiB: far above NCCL's eager buffers
+    for (int step = 0; step < 3; ++step) {
+      ASSERT_TRUE(p2p.Send(at::full({n}, 10.0 * r + step, opts), 1 - r, 100 + step).ok());
+      absl::StatusOr<at::Tensor> got = p2p.Recv(1 - r, 100 + step);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(got->device(), device);
+      EXPECT_EQ((*got)[n - 1].item<float>(), 10.0f * (1 - r) + step);
+    }
+    if (r == 0) {
+      for (int tag : {2, 0, 1}) ASSERT_TRUE(p2p.Send(at::full({4, tag + 1}, tag, opts), 1, tag).ok());
+    } else {
+      for (int tag : {0, 1, 2}) {
+        absl::StatusOr<at::Tensor> got = p2p.Recv(0, tag);
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_EQ(got->size(1), tag + 1);
+        EXPECT_EQ((*got)[0][0].item<float>(), static_cast<float>(tag));
+      }
+    }
+    ASSERT_TRUE(p2p.WaitSends().ok());
+    ASSERT_TRUE(ctx.world().Barrier().ok());
   });
 }
 

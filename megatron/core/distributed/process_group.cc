@@ -102,10 +102,36 @@ struct Group::Impl {
   absl::Duration timeout;
   c10::intrusive_ptr<c10d::Backend> backend;       // Gloo: CPU tensors (and barriers)
   c10::intrusive_ptr<c10d::Backend> cuda_backend;  // NCCL: CUDA tensors (Backend::kNccl only)
+  // NCCL point-to-point from a higher to a lower group rank. See Note [NCCL point-to-point directions].
+  c10::intrusive_ptr<c10d::Backend> cuda_backend_down;
 
   // torch's "cpu:gloo,cuda:nccl": the tensor's device picks the backend.
   const c10::intrusive_ptr<c10d::Backend>& For(const at::Tensor& t) const {
     return t.is_cuda() && cuda_backend ? cuda_backend : backend;
+  }
+
+  // Note [NCCL point-to-point directions]: NCCL matches sends and receives in posting order per communicator,
+  // and ProcessGroupNCCL runs both directions between two ranks on one communicator and stream. A send blocks
+  // its stream until the peer's receive is reached on the peer's stream, so two ranks that each post a send
+  // before the receive of the other's message deadlock on the GPU (1F1B does exactly that: the first stage
+  // sends an activation while the last stage sends a gradient). Messages from a lower to a higher group rank
+  // therefore go through `cuda_backend` and the other direction through `cuda_backend_down`: every
+  // (communicator, stream) then carries one direction only, and only the FIFO order within a direction matters.
+  const c10::intrusive_ptr<c10d::Backend>& ForP2P(const at::Tensor& t, int from, int to) const {
+    if (!t.is_cuda() || !cuda_backend) return backend;
+    return from < to ? cuda_backend : cuda_backend_down;
+  }
+
+  // NCCL work completes in stream order: waiting makes the caller's current stream wait for it (no host
+  // blocking, so kernels keep being queued). Passing a timeout to c10d's WorkNCCL::wait would instead busy-wait
+  // on the host in 1 ms sleeps until the kernel ends. A hung NCCL collective is caught by ProcessGroupNCCL's
+  // watchdog after the group's timeout (set in its options), which aborts the process with the operation named.
+  void WaitFor(c10d::Work& work, bool stream_ordered) const {
+    if (stream_ordered) {
+      work.wait();
+    } else {
+      work.wait(ToChrono(timeout));
+    }
   }
 
   std::string Prefix(const char* collective) const {
@@ -114,12 +140,15 @@ struct Group::Impl {
 
   // Runs `issue` (which starts the collective) and waits for its Work with the deadline, turning every
   // failure into a Status that says who, where and what.
-  absl::Status Run(const char* collective, const std::function<c10::intrusive_ptr<c10d::Work>()>& issue) const {
+  // `on` is the tensor the collective works on (undefined for a barrier): a CUDA tensor means NCCL.
+  absl::Status Run(const char* collective, const at::Tensor& on,
+                   const std::function<c10::intrusive_ptr<c10d::Work>()>& issue) const {
+    const bool stream_ordered = on.defined() && on.is_cuda() && cuda_backend;
     std::exception_ptr error;
     const absl::Time start = absl::Now();
     try {
       c10::intrusive_ptr<c10d::Work> work = issue();
-      work->wait(ToChrono(timeout));
+      WaitFor(*work, stream_ordered);
       return absl::OkStatus();
     } catch (...) {
       error = std::current_exception();
@@ -178,7 +207,7 @@ absl::Status Group::AllReduce(at::Tensor& tensor, ReduceOp op) {
       break;
   }
   std::vector<at::Tensor> tensors{tensor};
-  absl::Status status = impl_->Run("all_reduce", [&] { return impl_->For(tensor)->allreduce(tensors, opts); });
+  absl::Status status = impl_->Run("all_reduce", tensor, [&] { return impl_->For(tensor)->allreduce(tensors, opts); });
   if (status.ok() && op == ReduceOp::kAvg) tensor.div_(size());
   return status;
 }
@@ -191,7 +220,7 @@ absl::StatusOr<std::vector<at::Tensor>> Group::AllGather(const at::Tensor& input
   c10d::AllgatherOptions opts;
   opts.timeout = ToChrono(impl_->timeout);
   absl::Status status =
-      impl_->Run("all_gather", [&] { return impl_->For(input)->allgather(outputs, inputs, opts); });
+      impl_->Run("all_gather", input, [&] { return impl_->For(input)->allgather(outputs, inputs, opts); });
   if (!status.ok()) return status;
   return std::move(outputs[0]);
 }
@@ -219,7 +248,7 @@ absl::StatusOr<at::Tensor> Group::ReduceScatter(const at::Tensor& input, ReduceO
                     : op == ReduceOp::kMin ? c10d::ReduceOp::MIN
                                            : c10d::ReduceOp::SUM;
     absl::Status status = impl_->Run(
-        "reduce_scatter", [&] { return impl_->cuda_backend->_reduce_scatter_base(output, in, opts); });
+        "reduce_scatter", input, [&] { return impl_->cuda_backend->_reduce_scatter_base(output, in, opts); });
     if (!status.ok()) return status;
     if (op == ReduceOp::kAvg) output.div_(size());
     return output;
@@ -246,7 +275,7 @@ absl::Status Group::Broadcast(at::Tensor& tensor, int root) {
   opts.rootTensor = 0;
   opts.timeout = ToChrono(impl_->timeout);
   std::vector<at::Tensor> tensors{tensor};
-  return impl_->Run("broadcast", [&] { return impl_->For(tensor)->broadcast(tensors, opts); });
+  return impl_->Run("broadcast", tensor, [&] { return impl_->For(tensor)->broadcast(tensors, opts); });
 }
 
 absl::Status Group::Send(const at::Tensor& tensor, int dst, int tag) {
@@ -254,7 +283,8 @@ absl::Status Group::Send(const at::Tensor& tensor, int dst, int tag) {
   if (absl::Status s = impl_->CheckPeer("send", "dst", dst); !s.ok()) return s;
   if (dst == rank()) return absl::InvalidArgumentError(impl_->Prefix("send") + ": dst is this rank");
   std::vector<at::Tensor> tensors{tensor};
-  return impl_->Run("send", [&] { return impl_->For(tensor)->send(tensors, dst, tag); });
+  return impl_->Run("send", tensor,
+                    [&] { return impl_->ForP2P(tensor, rank(), dst)->send(tensors, dst, tag); });
 }
 
 absl::Status Group::Recv(at::Tensor& tensor, int src, int tag) {
@@ -262,7 +292,8 @@ absl::Status Group::Recv(at::Tensor& tensor, int src, int tag) {
   if (absl::Status s = impl_->CheckPeer("recv", "src", src); !s.ok()) return s;
   if (src == rank()) return absl::InvalidArgumentError(impl_->Prefix("recv") + ": src is this rank");
   std::vector<at::Tensor> tensors{tensor};
-  return impl_->Run("recv", [&] { return impl_->For(tensor)->recv(tensors, src, tag); });
+  return impl_->Run("recv", tensor,
+                    [&] { return impl_->ForP2P(tensor, src, rank())->recv(tensors, src, tag); });
 }
 
 struct Work::Impl {
@@ -272,6 +303,7 @@ struct Work::Impl {
   absl::Time start;
   std::vector<at::Tensor> tensors;  // kept alive while the operation runs
   double divide_by = 1.0;           // kAvg all-reduce: sum, then divide on completion
+  bool stream_ordered = false;      // NCCL: Wait() orders the current stream after it (see WaitFor)
 };
 
 Work::Work() = default;
@@ -284,7 +316,7 @@ absl::Status Work::Wait() {
   if (impl_ == nullptr || !impl_->work) return absl::OkStatus();
   std::exception_ptr error;
   try {
-    impl_->work->wait(ToChrono(impl_->group->timeout));
+    impl_->group->WaitFor(*impl_->work, impl_->stream_ordered);
   } catch (...) {
     error = std::current_exception();
   }
@@ -308,6 +340,7 @@ absl::StatusOr<Work> Start(const std::shared_ptr<Group::Impl>& group, const char
   impl->start = absl::Now();
   impl->tensors = std::move(tensors);
   impl->divide_by = divide_by;
+  impl->stream_ordered = !impl->tensors.empty() && impl->tensors[0].is_cuda() && group->cuda_backend;
   try {
     impl->work = issue(impl->tensors);
   } catch (...) {
@@ -323,7 +356,7 @@ absl::StatusOr<Work> Group::ISend(const at::Tensor& tensor, int dst, int tag) {
   if (absl::Status s = impl_->CheckPeer("send", "dst", dst); !s.ok()) return s;
   if (dst == rank()) return absl::InvalidArgumentError(impl_->Prefix("send") + ": dst is this rank");
   return Start(impl_, "send", {tensor},
-               [&](std::vector<at::Tensor>& t) { return impl_->For(tensor)->send(t, dst, tag); });
+               [&](std::vector<at::Tensor>& t) { return impl_->ForP2P(tensor, rank(), dst)->send(t, dst, tag); });
 }
 
 absl::StatusOr<Work> Group::IRecv(at::Tensor& tensor, int src, int tag) {
@@ -331,7 +364,7 @@ absl::StatusOr<Work> Group::IRecv(at::Tensor& tensor, int src, int tag) {
   if (absl::Status s = impl_->CheckPeer("recv", "src", src); !s.ok()) return s;
   if (src == rank()) return absl::InvalidArgumentError(impl_->Prefix("recv") + ": src is this rank");
   return Start(impl_, "recv", {tensor},
-               [&](std::vector<at::Tensor>& t) { return impl_->For(tensor)->recv(t, src, tag); });
+               [&](std::vector<at::Tensor>& t) { return impl_->ForP2P(tensor, src, rank())->recv(t, src, tag); });
 }
 
 absl::StatusOr<Work> Group::IAllReduce(at::Tensor& tensor, ReduceOp op) {
@@ -349,7 +382,7 @@ absl::StatusOr<Work> Group::IAllReduce(at::Tensor& tensor, ReduceOp op) {
 absl::Status Group::Barrier() {
   c10d::BarrierOptions opts;
   opts.timeout = ToChrono(impl_->timeout);
-  return impl_->Run("barrier", [&] { return impl_->backend->barrier(opts); });
+  return impl_->Run("barrier", at::Tensor(), [&] { return impl_->backend->barrier(opts); });
 }
 
 struct DistributedContext::Impl {
@@ -375,6 +408,11 @@ struct DistributedContext::Impl {
     if (backend == Backend::kNccl) {
       group.cuda_backend = MakeNcclBackend(c10::make_intrusive<c10d::PrefixStore>(prefix + "/nccl", store),
                                            group.group_rank, size, ToChrono(timeout));
+      if (size > 1) {  // communicators are created lazily, on a pair's first message
+        group.cuda_backend_down = MakeNcclBackend(
+            c10::make_intrusive<c10d::PrefixStore>(prefix + "/nccl_down", store), group.group_rank, size,
+            ToChrono(timeout));
+      }
     }
   }
 };

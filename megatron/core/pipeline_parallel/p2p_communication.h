@@ -2,17 +2,23 @@
 // over the pipeline group, with the shape exchanged in every message so that stages never have to agree on
 // tensor shapes in advance (a shape mismatch is the classic source of pipeline hangs, research notes §8.3).
 //
-// A message is two Gloo messages to the same peer: a header (int64 [2 + kMaxDims]: ndim, dtype, sizes) with tag
-// 2·tag, then the data with tag 2·tag + 1. Sends are non-blocking and kept until WaitSends(); receives block
-// until the message arrives or the group's deadline passes (the error names the rank, group, direction and tag).
-// Because a message is matched by (peer, tag), the order in which the two sides post them does not matter: the
-// schedule gives every (direction, chunk, micro-batch) its own tag.
+// A message is a header (a CPU int64 tensor over Gloo: ndim, dtype, device, tag, sizes) followed by the data
+// (over Gloo for CPU tensors, NCCL for CUDA tensors; the receiver allocates on its current CUDA device). Both
+// travel in FIFO order per peer: NCCL has no tags, so the tag rides in the header, and a receiver that wants
+// tag T while an earlier message with another tag is first in line receives that one into a stash (it is
+// asked for later). So the order in which the two sides post messages does not matter, on either backend:
+// the schedule gives every (direction, chunk, micro-batch) its own tag. Sends are non-blocking and kept until
+// WaitSends(); receives wait until the message arrives or the group's deadline passes (the error names the
+// rank, group, direction and tag). On NCCL, "arrives" is stream-ordered: the data is ready for kernels queued
+// on the current stream after Recv returns.
 //
 // Ring neighbours: "next" is pipeline rank r + 1 and "prev" r − 1, wrapping around (the interleaved schedule
 // passes activations from the last rank back to the first). The group's rank order must be the pipeline order
 // (parallel_state's pipeline groups are).
 #pragma once
 
+#include <map>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -35,7 +41,7 @@ class PipelineP2P {
   int next() const { return (rank() + 1) % size(); }
   int prev() const { return (rank() + size() - 1) % size(); }
 
-  // Starts sending a CPU tensor (made contiguous; kept alive until sent) to a group rank.
+  // Starts sending a CPU or CUDA tensor (made contiguous; kept alive until sent) to a group rank.
   absl::Status Send(const at::Tensor& tensor, int dst, int tag);
   // Receives a tensor of whatever shape and dtype the peer sent with `tag`.
   absl::StatusOr<at::Tensor> Recv(int src, int tag);
@@ -48,6 +54,7 @@ class PipelineP2P {
     distributed::Work header, data;
   };
   std::vector<Pending> pending_;
+  std::map<std::pair<int, int>, at::Tensor> stash_;  // (src, tag) -> received ahead of being asked for
 };
 
 }  // namespace megatron::pipeline_parallel
