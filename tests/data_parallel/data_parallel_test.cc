@@ -71,12 +71,16 @@ at::Tensor MicroBatchLoss(const GPTModel& model, int step, int g) {
   return (model.Loss(tokens, {}, labels) * mask).sum() / mask.sum();
 }
 
-enum class Optim { kAdamW, kDistributed };
+// kDistributedFused: the sharded update through the multi-tensor AdamW (fusions/adam; its float64 reference on
+// CPU) instead of per-segment ATen ops.
+enum class Optim { kAdamW, kDistributed, kDistributedFused };
 
 void CompareWithSingleProcess(DistributedContext& ctx, Optim optim) {
   at::set_num_threads(1);
   const int dp = ctx.world_size(), rank = ctx.rank();
-  const std::string what = std::string(optim == Optim::kAdamW ? "DDP + AdamW" : "DDP + DistributedAdamW") +
+  const std::string what = std::string(optim == Optim::kAdamW        ? "DDP + AdamW"
+                                       : optim == Optim::kDistributed ? "DDP + DistributedAdamW"
+                                                                      : "DDP + DistributedAdamW (fused)") +
                            " DP=" + std::to_string(dp) + ": ";
   const optimizer::AdamWConfig adam_config{0.9, 0.95, 1e-8, 0.1};
   std::unique_ptr<GPTModel> ref = Build(at::kDouble);
@@ -91,7 +95,9 @@ void CompareWithSingleProcess(DistributedContext& ctx, Optim optim) {
   if (optim == Optim::kAdamW) {
     adam = std::make_unique<optimizer::AdamW>(model->NamedParameters(), adam_config);
   } else {
-    dist = std::make_unique<optimizer::DistributedAdamW>(**grads, adam_config);
+    optimizer::AdamWConfig config = adam_config;
+    config.fused = optim == Optim::kDistributedFused;
+    dist = std::make_unique<optimizer::DistributedAdamW>(**grads, config);
   }
 
   for (int step = 0; step < kSteps; ++step) {
@@ -179,6 +185,7 @@ TEST(DataParallel, BucketedAllReduceWithAdamWEqualsSingleProcess) {
 TEST(DataParallel, DistributedOptimizerEqualsSingleProcess) {
   RunMultiProcess(2, [](DistributedContext& ctx) { CompareWithSingleProcess(ctx, Optim::kDistributed); });
   RunMultiProcess(4, [](DistributedContext& ctx) { CompareWithSingleProcess(ctx, Optim::kDistributed); });
+  RunMultiProcess(2, [](DistributedContext& ctx) { CompareWithSingleProcess(ctx, Optim::kDistributedFused); });
 }
 
 TEST(DataParallel, DistributedOptimizerBytesFollowMegatronsFormula) {

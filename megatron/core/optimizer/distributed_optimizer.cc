@@ -8,6 +8,8 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 
+#include "megatron/core/fusions/adam/adam.h"
+
 namespace megatron::optimizer {
 namespace {
 
@@ -54,25 +56,20 @@ absl::StatusOr<double> DistributedAdamW::ClipGradNorm(double max_norm,
                                                       const std::function<bool(const std::string&)>& counted,
                                                       distributed::Group* model_group) {
   at::NoGradGuard no_grad;
-  double sum = 0;
+  std::vector<at::Tensor> counted_grads, all_grads;
   for (const Segment& s : segments_) {
-    if (!counted(grads_.entries()[s.entry].name)) continue;
     at::Tensor g = grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel);
-    const double n = (g.scalar_type() == at::kDouble ? g.norm() : g.to(at::kFloat).norm()).item<double>();
-    sum += n * n;
+    all_grads.push_back(g);
+    if (counted(grads_.entries()[s.entry].name)) counted_grads.push_back(g);
   }
-  at::Tensor total_sq = at::full({1}, sum, at::TensorOptions().dtype(at::kDouble));
+  // On the buffer's device (one host synchronisation per step); an empty shard contributes zero.
+  at::Tensor total_sq = SquaredNormSum(counted_grads, grads_.buffer().device());
   if (absl::Status st = grads_.group()->AllReduce(total_sq); !st.ok()) return st;
   if (model_group != nullptr && model_group->size() > 1) {
     if (absl::Status st = model_group->AllReduce(total_sq); !st.ok()) return st;
   }
   const double total = std::sqrt(total_sq.item<double>());
-  if (max_norm > 0.0 && total > max_norm) {
-    const double coeff = max_norm / (total + 1e-6);  // optimizer::ClipGradNorm's form
-    for (const Segment& s : segments_) {
-      grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel).mul_(coeff);
-    }
-  }
+  ScaleGradsToNorm(all_grads, total, max_norm);
   return total;
 }
 
@@ -81,8 +78,40 @@ absl::Status DistributedAdamW::Step(double lr) {
   ++step_;
   const double bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
   const double bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
-  const double step_size = lr / bias_correction1;
   const double inv_sqrt_bc2 = 1.0 / std::sqrt(bias_correction2);
+  const auto& entries = grads_.entries();
+  if (config_.fused && !segments_.empty()) {
+    // One multi-tensor launch over this rank's shard (fusions/adam), writing the bf16/fp16 copies as it goes;
+    // it needs one gradient dtype (the buffer's) and one parameter dtype across the shard.
+    fusions::AdamWTensorLists lists;
+    const at::ScalarType param_type = entries[segments_.front().entry].param.scalar_type();
+    bool uniform = true;
+    for (const Segment& s : segments_) {
+      const at::Tensor& param = entries[s.entry].param;
+      uniform = uniform && param.scalar_type() == param_type;
+      lists.params.push_back(s.master);
+      lists.grads.push_back(grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel));
+      lists.exp_avgs.push_back(s.exp_avg);
+      lists.exp_avg_sqs.push_back(s.exp_avg_sq);
+      if (IsHalf(param_type)) {
+        lists.model_copies.push_back(param.detach().view(-1).slice(0, s.param_begin, s.param_begin + s.numel));
+      }
+      lists.decay.push_back(s.decay ? 1 : 0);
+    }
+    if (uniform) {
+      fusions::MultiTensorAdamW(lists, fusions::AdamWStepParams{lr, config_.beta1, config_.beta2, config_.eps,
+                                                               config_.weight_decay, step_});
+    } else {
+      FallbackStep(lr, bias_correction1, inv_sqrt_bc2);
+    }
+  } else {
+    FallbackStep(lr, bias_correction1, inv_sqrt_bc2);
+  }
+  return GatherParameters();
+}
+
+void DistributedAdamW::FallbackStep(double lr, double bias_correction1, double inv_sqrt_bc2) {
+  const double step_size = lr / bias_correction1;
   const auto& entries = grads_.entries();
   for (Segment& s : segments_) {
     at::Tensor grad = grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel);
@@ -96,6 +125,10 @@ absl::Status DistributedAdamW::Step(double lr) {
       entries[s.entry].param.detach().view(-1).slice(0, s.param_begin, s.param_begin + s.numel).copy_(s.master);
     }
   }
+}
+
+absl::Status DistributedAdamW::GatherParameters() {
+  const auto& entries = grads_.entries();
   // All-gather: every rank contributes its updated range, laid out like the gradient buffer.
   const at::Tensor& buffer = grads_.buffer();
   at::Tensor shard = at::zeros({shard_numel()}, entries.front().param.options().requires_grad(false));

@@ -49,6 +49,10 @@ class DistributedAdamW {
   int64_t StateBytes() const;
 
  private:
+  // The per-segment ATen update (AdamWConfig::fused off, or a shard mixing parameter dtypes).
+  void FallbackStep(double lr, double bias_correction1, double inv_sqrt_bc2);
+  // All-gathers the updated ranges into every rank's parameters.
+  absl::Status GatherParameters();
   // The part of one parameter inside this rank's range.
   struct Segment {
     int entry = 0;

@@ -1,12 +1,16 @@
 #include "megatron/core/optimizer/optimizer.h"
 
 #include <cmath>
+#include <map>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/sqrt.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
 #include "absl/strings/str_cat.h"
@@ -93,23 +97,40 @@ absl::Status AdamW::LoadStateDict(const std::map<std::string, at::Tensor>& state
   return absl::OkStatus();
 }
 
-double ClipGradNorm(const std::vector<at::Tensor>& parameters, double max_norm) {
+at::Tensor SquaredNormSum(const std::vector<at::Tensor>& grads, const at::Device& device) {
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> norms;
-  for (const at::Tensor& p : parameters) {
-    const at::Tensor& g = p.grad();
-    if (!g.defined()) continue;
-    norms.push_back(g.scalar_type() == at::kDouble ? g.norm() : g.to(at::kFloat).norm());
+  std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
+  for (const at::Tensor& g : grads) {
+    if (g.defined()) by_dtype[g.scalar_type()].push_back(g);
   }
-  if (norms.empty()) return 0.0;
-  const double total = at::stack(norms).norm().item<double>();
-  if (max_norm > 0.0 && total > max_norm) {
-    // Same form as Megatron/PyTorch: multiply by max_norm / (norm + 1e-6).
-    const double coeff = max_norm / (total + 1e-6);
-    for (const at::Tensor& p : parameters) {
-      if (p.grad().defined()) p.grad().mul_(coeff);
-    }
+  at::Tensor total;
+  for (const auto& [dtype, list] : by_dtype) {
+    const at::ScalarType acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor part = at::stack(at::_foreach_norm(list, 2, acc)).to(at::kDouble).square().sum();
+    total = total.defined() ? total + part : part;
   }
+  if (!total.defined()) return at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(device));
+  return total.reshape({1}).to(device);
+}
+
+void ScaleGradsToNorm(const std::vector<at::Tensor>& grads, double total_norm, double max_norm) {
+  if (max_norm <= 0.0 || total_norm <= max_norm) return;
+  at::NoGradGuard no_grad;
+  // Same form as Megatron/PyTorch: multiply by max_norm / (norm + 1e-6).
+  const double coeff = max_norm / (total_norm + 1e-6);
+  std::vector<at::Tensor> defined;
+  for (const at::Tensor& g : grads) {
+    if (g.defined()) defined.push_back(g);
+  }
+  if (!defined.empty()) at::_foreach_mul_(defined, coeff);
+}
+
+double ClipGradNorm(const std::vector<at::Tensor>& parameters, double max_norm) {
+  std::vector<at::Tensor> grads;
+  for (const at::Tensor& p : parameters) grads.push_back(p.grad());
+  if (parameters.empty()) return 0.0;
+  const double total = std::sqrt(SquaredNormSum(grads, parameters.front().device()).item<double>());
+  ScaleGradsToNorm(grads, total, max_norm);
   return total;
 }
 

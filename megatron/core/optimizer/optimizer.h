@@ -61,6 +61,15 @@ class AdamW {
 // already below). Returns the norm before clipping. Norms are accumulated in fp32 (fp64 for fp64 grads).
 double ClipGradNorm(const std::vector<at::Tensor>& parameters, double max_norm);
 
+// Building blocks for clipping across shards (tensor/pipeline parallel, distributed optimizer), kept on the device
+// so that a step has one host synchronisation, not one per parameter:
+// The sum of the squared L2 norms of `grads` (undefined entries skipped) as a one-element float64 tensor on
+// `device` (zero when there are none: every rank of a collective gets a tensor on the same kind of device).
+// Per-tensor norms in fp32 (fp64 for fp64 grads), one multi-tensor launch per dtype.
+at::Tensor SquaredNormSum(const std::vector<at::Tensor>& grads, const at::Device& device);
+// Multiplies every defined gradient by max_norm / (total_norm + 1e-6) when max_norm > 0 and total_norm > max_norm.
+void ScaleGradsToNorm(const std::vector<at::Tensor>& grads, double total_norm, double max_norm);
+
 enum class LrDecay { kCosine, kLinear, kConstant };
 
 // Megatron's OptimizerParamScheduler (learning-rate part): linear warmup from 0 to max_lr over warmup_steps,

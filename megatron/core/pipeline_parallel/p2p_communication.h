@@ -55,6 +55,14 @@ class PipelineP2P {
   };
   std::vector<Pending> pending_;
   std::map<std::pair<int, int>, at::Tensor> stash_;  // (src, tag) -> received ahead of being asked for
+  std::vector<bool> cuda_linked_;                     // per group rank: NCCL links to it set up
+
+  // NCCL creates a pair's communicator on the first message, blocking the host until the peer creates it too,
+  // and each direction has its own communicator (Note [NCCL point-to-point directions]). Two ranks whose first
+  // CUDA messages go opposite ways would each wait in a different creation. So before the first CUDA payload to
+  // or from a peer (after the header is posted, which the peer may be waiting for), both ranks exchange a
+  // one-element message up and then down, creating the two communicators in the same order.
+  absl::Status LinkCuda(int peer, const at::Device& device);
 };
 
 }  // namespace megatron::pipeline_parallel

@@ -294,23 +294,17 @@ absl::Status AllReduceGrads(const std::vector<at::Tensor>& params, distributed::
 absl::StatusOr<double> ClipGradNormModelParallel(const std::vector<std::pair<std::string, at::Tensor>>& named,
                                                  const std::vector<bool>& counted, double max_norm,
                                                  distributed::Group& model_group) {
-  at::NoGradGuard no_grad;
-  double sum = 0;
+  std::vector<at::Tensor> counted_grads, all_grads;
   for (size_t i = 0; i < named.size(); ++i) {
-    const at::Tensor& g = named[i].second.grad();
-    if (!g.defined() || !counted[i]) continue;
-    const double n = (g.scalar_type() == at::kDouble ? g.norm() : g.to(at::kFloat).norm()).item<double>();
-    sum += n * n;
+    all_grads.push_back(named[i].second.grad());
+    if (counted[i]) counted_grads.push_back(named[i].second.grad());
   }
-  at::Tensor total_sq = at::full({1}, sum, at::TensorOptions().dtype(at::kDouble));
+  // On the grads' device: NCCL reduces it there, and the step waits for the device once.
+  const at::Device device = named.empty() ? at::Device(at::kCPU) : named.front().second.device();
+  at::Tensor total_sq = optimizer::SquaredNormSum(counted_grads, device);
   if (absl::Status s = model_group.AllReduce(total_sq, distributed::ReduceOp::kSum); !s.ok()) return s;
   const double total = std::sqrt(total_sq.item<double>());
-  if (max_norm > 0.0 && total > max_norm) {
-    const double coeff = max_norm / (total + 1e-6);
-    for (const auto& [name, p] : named) {
-      if (p.grad().defined()) p.grad().mul_(coeff);
-    }
-  }
+  optimizer::ScaleGradsToNorm(all_grads, total, max_norm);
   return total;
 }
 
@@ -468,10 +462,11 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   if (show_progress && par.ctx != nullptr) {
     std::fprintf(stderr,
                  "parallel: %d ranks = tensor-parallel %d%s x context-parallel %d x data-parallel %d x "
-                 "pipeline-parallel %d%s (Gloo)\n",
+                 "pipeline-parallel %d%s (%s)\n",
                  par.ctx->world_size(), par.tp_size, par.sequence_parallel ? " (sequence-parallel)" : "", par.cp_size,
                  par.dp_size, par.pp_size,
-                 par.vp_size > 1 ? absl::StrCat(" (", par.vp_size, " chunks each)").c_str() : "");
+                 par.vp_size > 1 ? absl::StrCat(" (", par.vp_size, " chunks each)").c_str() : "",
+                 par.ctx->backend() == distributed::Backend::kNccl ? "NCCL" : "Gloo");
   }
   if (show_progress) {
     std::fprintf(stderr, "model: GPT, %.2fM parameters (%s) on %s, %s\n", result.num_parameters / 1e6,
