@@ -1,6 +1,7 @@
 #include "megatron/core/distributed/process_group.h"
 
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 
@@ -226,6 +227,20 @@ absl::StatusOr<std::vector<at::Tensor>> Group::AllGather(const at::Tensor& input
 }
 
 absl::StatusOr<at::Tensor> Group::AllGatherConcat(const at::Tensor& input) {
+  if (input.defined() && input.is_cuda() && impl_->cuda_backend && input.dim() > 0) {
+    // NCCL gathers straight into the concatenated buffer (no per-rank outputs to copy and cat).
+    if (absl::Status s = impl_->CheckTensor("all_gather", input); !s.ok()) return s;
+    std::vector<int64_t> sizes = input.sizes().vec();
+    sizes[0] *= size();
+    at::Tensor output = at::empty(sizes, input.options());
+    at::Tensor in = input;
+    c10d::AllgatherOptions opts;
+    opts.timeout = ToChrono(impl_->timeout);
+    absl::Status status =
+        impl_->Run("all_gather", input, [&] { return impl_->cuda_backend->_allgather_base(output, in, opts); });
+    if (!status.ok()) return status;
+    return output;
+  }
   absl::StatusOr<std::vector<at::Tensor>> parts = AllGather(input);
   if (!parts.ok()) return parts.status();
   return at::cat(*parts, 0);

@@ -71,10 +71,9 @@ ColumnParallelLinear::ColumnParallelLinear(int64_t in_features, int64_t out_feat
 at::Tensor ColumnParallelLinear::Forward(const at::Tensor& x) const {
   TORCH_CHECK(x.size(-1) == weight_.size(1), "ColumnParallelLinear: input has ", x.size(-1),
               " features, weight expects ", weight_.size(1), " (input shape ", x.sizes(), ")");
-  const at::Tensor input = sequence_parallel_ == SequenceParallel::kOn
-                               ? GatherFromSequenceParallelRegion(x, group_)
-                               : CopyToTensorParallelRegion(x, group_);
-  at::Tensor out = at::linear(input, weight_, Optional(bias_));
+  at::Tensor out = sequence_parallel_ == SequenceParallel::kOn
+                       ? at::linear(GatherFromSequenceParallelRegion(x, group_), weight_, Optional(bias_))
+                       : LinearWithAsyncGradAllReduce(x, weight_, bias_, group_);
   return gather_output_ == GatherOutput::kYes ? GatherFromTensorParallelRegion(out, group_) : out;
 }
 

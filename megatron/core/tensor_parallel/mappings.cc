@@ -1,6 +1,11 @@
 #include "megatron/core/tensor_parallel/mappings.h"
 
+#include <ATen/autocast_mode.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/mm.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdint>
@@ -12,7 +17,6 @@ namespace {
 
 using distributed::Group;
 using distributed::ReduceOp;
-
 
 int64_t CheckedChunk(const at::Tensor& input, int64_t dim, const Group& group, const char* what) {
   const int64_t size = input.size(dim);
@@ -74,7 +78,59 @@ at::Tensor Map(const at::Tensor& input, Group* group, Comm forward_comm, Comm ba
   return Mapping::apply(input, group, forward_comm, backward_comm, what);
 }
 
+// See LinearWithAsyncGradAllReduce in the header.
+struct AsyncGradAllReduceLinear : public torch::autograd::Function<AsyncGradAllReduceLinear> {
+  // `bias` is an empty tensor when there is none (Function::apply does not take undefined tensors).
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& bias, Group* group) {
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["group"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(group));
+    const bool has_bias = bias.numel() > 0;
+    ctx->saved_data["has_bias"] = has_bias;
+    return at::linear(input, weight, has_bias ? std::optional<at::Tensor>(bias) : std::nullopt);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& weight = saved[1];
+    auto* group = reinterpret_cast<Group*>(static_cast<intptr_t>(ctx->saved_data["group"].toInt()));
+    const at::Tensor grad_out = grads[0].contiguous();
+    const int64_t out_features = weight.size(0), in_features = weight.size(1);
+    at::Tensor grad_input = at::matmul(grad_out, weight).contiguous();
+    absl::StatusOr<distributed::Work> work = group->IAllReduce(grad_input, ReduceOp::kSum);
+    TORCH_CHECK(work.ok(), "linear_with_async_grad_allreduce: ", std::string(work.status().message()));
+    const at::Tensor grad_out_2d = grad_out.reshape({-1, out_features});
+    at::Tensor grad_weight = at::mm(grad_out_2d.t(), input.reshape({-1, in_features}));
+    at::Tensor grad_bias = ctx->saved_data["has_bias"].toBool() ? grad_out_2d.sum(0) : at::Tensor();
+    const absl::Status waited = work->Wait();
+    TORCH_CHECK(waited.ok(), "linear_with_async_grad_allreduce: ", std::string(waited.message()));
+    return {grad_input, grad_weight, grad_bias, at::Tensor()};
+  }
+};
+
 }  // namespace
+
+at::Tensor LinearWithAsyncGradAllReduce(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                                        Group* group) {
+  if (!IsParallel(group)) {
+    return at::linear(input, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+  }
+  const c10::DeviceType device = input.device().type();
+  const at::Tensor no_bias = bias.defined() ? at::Tensor() : at::empty({0}, weight.options().requires_grad(false));
+  if (at::autocast::is_autocast_enabled(device)) {
+    // What autocast does inside at::linear, done outside the function so that its backward sees one dtype (the
+    // casts are ordinary autograd ops and carry the gradients back to the fp32 weights).
+    const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);
+    // cached_cast: fp32 weights are cast once per autocast region, as inside at::linear.
+    return AsyncGradAllReduceLinear::apply(at::autocast::cached_cast(dtype, input, device),
+                                           at::autocast::cached_cast(dtype, weight, device),
+                                           bias.defined() ? at::autocast::cached_cast(dtype, bias, device) : no_bias,
+                                           group);
+  }
+  return AsyncGradAllReduceLinear::apply(input, weight, bias.defined() ? bias : no_bias, group);
+}
 
 void AllReduceInPlace(at::Tensor& tensor, Group& group, ReduceOp op, const char* what) {
   TORCH_CHECK(tensor.is_contiguous(), what, ": all-reduce needs a contiguous tensor");

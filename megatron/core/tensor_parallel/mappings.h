@@ -36,6 +36,15 @@ at::Tensor ScatterToSequenceParallelRegion(const at::Tensor& input, distributed:
 at::Tensor GatherFromSequenceParallelRegion(const at::Tensor& input, distributed::Group* group);
 at::Tensor ReduceScatterToSequenceParallelRegion(const at::Tensor& input, distributed::Group* group);
 
+// ColumnParallelLinear's body without sequence parallelism (Megatron's LinearWithGradAccumulationAndAsync-
+// Communication with async_grad_allreduce): linear(input, weight, bias) forward; in backward the all-reduce of
+// the input gradient is started before the weight gradient is computed and waited for after, so the
+// communication runs beside the weight-gradient GEMM instead of after it. Equal to
+// linear(CopyToTensorParallelRegion(input), weight, bias). Under autocast the operands are cast to the autocast
+// dtype first, as at::linear would. bias may be undefined.
+at::Tensor LinearWithAsyncGradAllReduce(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                                        distributed::Group* group);
+
 // The collectives themselves, without autograd (also used by the layers and the cross entropy). Throw on
 // failure. AllReduceInPlace requires a contiguous tensor.
 void AllReduceInPlace(at::Tensor& tensor, distributed::Group& group, distributed::ReduceOp op, const char* what);
