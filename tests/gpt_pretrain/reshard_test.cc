@@ -431,5 +431,36 @@ TEST(Reshard, StrictLoadOfAnotherModelListsTheDifferencesAndNonStrictProceeds) {
   EXPECT_EQ(lenient->train_losses.size(), 2u);
 }
 
+TEST(Reshard, ParallelRunsSampleFromTheirFinalCheckpoint) {
+  at::set_num_threads(1);
+  const std::string dir = FreshDir("reshard_sample");
+  proto::PretrainRecipe recipe = TinyRecipe(dir);
+  recipe.mutable_training()->set_train_iters(1);
+  recipe.mutable_training()->set_eval_iters(0);
+  recipe.mutable_checkpoint()->set_save(dir + "/ckpt");
+  recipe.mutable_sample()->set_max_new_tokens(6);
+  recipe.mutable_sample()->set_greedy(true);
+  RunMultiProcess(
+      2,
+      [&](DistributedContext& ctx) {
+        proto::PretrainRecipe r = recipe;
+        r.mutable_parallel()->set_tensor_model_parallel_size(2);
+        PretrainOptions options = Quiet();
+        options.distributed = &ctx;
+        absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
+        ASSERT_TRUE(run.ok()) << run.status();
+        if (ctx.rank() == 0) {
+          EXPECT_FALSE(run->sample.empty());
+          ASSERT_TRUE(utils::WriteFileAtomically(dir + "/sample.txt", run->sample).ok());
+        }
+      },
+      JobOptions());
+  // One process resumes at the end (nothing left to train) and samples from the same weights.
+  absl::StatusOr<PretrainResult> single = PretrainGpt(recipe, Quiet());
+  ASSERT_TRUE(single.ok()) << single.status();
+  EXPECT_EQ(single->start_iteration, 1);
+  EXPECT_EQ(single->sample, utils::ReadFile(dir + "/sample.txt").value());
+}
+
 }  // namespace
 }  // namespace megatron::training

@@ -269,7 +269,12 @@ absl::Status SaveShardedCheckpoint(const std::string& dir, int64_t iteration, co
     }
   }
   if (s.ok()) s = utils::WriteFileAtomically(Join(tmp_dir, IndexFileName(rank)), index.dump() + "\n");
-  if (absl::Status all = AllOk(world, s, what); !all.ok()) return all;
+  // A failed save leaves no temporary directory behind (rank 0 removes it once every rank has stopped writing).
+  auto cleanup = [&](absl::Status failed) {
+    if (rank == 0) RemoveTree(tmp_dir).IgnoreError();
+    return failed;
+  };
+  if (absl::Status all = AllOk(world, s, what); !all.ok()) return cleanup(all);
 
   if (rank == 0) {
     s = [&]() -> absl::Status {
@@ -300,7 +305,8 @@ absl::Status SaveShardedCheckpoint(const std::string& dir, int64_t iteration, co
       return absl::OkStatus();
     }();
   }
-  return AllOk(world, s, what);
+  if (absl::Status all = AllOk(world, s, what); !all.ok()) return cleanup(all);
+  return absl::OkStatus();
 }
 
 absl::Status SaveCheckpoint(const std::string& dir, const Checkpoint& checkpoint) {

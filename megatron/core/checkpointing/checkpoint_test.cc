@@ -205,6 +205,9 @@ TEST(Checkpoint, PiecesAssembleIntoAnyBox) {
   ASSERT_FALSE(hole.ok());
   EXPECT_NE(hole.message().find("cover 40 of its 60 elements"), std::string::npos) << hole;
   EXPECT_FALSE(utils::PathExists(IterationDirectory(dir, 4)));
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+  }
   EXPECT_EQ(LatestIteration(dir).value(), std::optional<int64_t>(3));
 }
 

@@ -774,12 +774,32 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& sample = recipe.sample();
   if (sample.max_new_tokens() > 0 && iteration == t.train_iters()) {
-    if (par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) {
-      if (show_progress) {
-        std::fprintf(stderr, "sample: skipped (not implemented for tensor-, pipeline- or context-parallel runs yet)\n");
-      }
+    if (par.tp_size == 1 && par.pp_size == 1 && par.cp_size == 1) {
+      if (rank0) result.sample = inference::GenerateText(model, tokenizer, sample);
     } else if (rank0) {
-      result.sample = inference::GenerateText(model, tokenizer, sample);
+      // A sharded model cannot generate on one rank: rank 0 samples from the whole model of the final checkpoint
+      // (a second copy of the weights, on rank 0 only).
+      absl::StatusOr<std::optional<int64_t>> latest =
+          save_dir.empty() ? absl::StatusOr<std::optional<int64_t>>(std::nullopt)
+                           : checkpointing::LatestIteration(save_dir);
+      if (!latest.ok()) return latest.status();
+      if (*latest != std::optional<int64_t>(iteration)) {
+        if (show_progress) {
+          std::fprintf(stderr, "sample: skipped (a tensor-, pipeline- or context-parallel run samples from its final "
+                               "checkpoint: set checkpoint.save)\n");
+        }
+      } else {
+        transformer::TransformerConfig whole_config = config;
+        whole_config.vocab_size = static_cast<int>(global_vocab_size);
+        absl::StatusOr<std::unique_ptr<models::GPTModel>> whole = models::GPTModel::Create(whole_config);
+        if (!whole.ok()) return whole.status();
+        absl::StatusOr<checkpointing::Checkpoint> ckpt =
+            checkpointing::LoadCheckpoint(save_dir, iteration, checkpointing::LoadParts::kModelOnly);
+        if (!ckpt.ok()) return ckpt.status();
+        if (absl::Status s = (*whole)->LoadStateDict(ckpt->model, transformer::LoadMode::kStrict); !s.ok()) return s;
+        (*whole)->ToDevice(*device);
+        result.sample = inference::GenerateText(**whole, tokenizer, sample);
+      }
     }
   }
   return result;

@@ -15,7 +15,8 @@
 // (distributed::DataParallelGrads), SP parameters' summed over TP, tied embeddings summed over the embedding
 // group; the clipping norm is the global one over tp x pp (and DP shards with the distributed optimizer,
 // optimizer::DistributedAdamW). Losses equal the single-process run's up to summation order. Rank 0 alone
-// prepares the data (others wait), writes TensorBoard and progress; the sample needs TP = PP = CP = 1. Impossible
+// prepares the data (others wait), writes TensorBoard and progress; with TP, PP or CP > 1 it generates the sample from
+// the whole model of the final checkpoint (so only when checkpoint.save is set). Impossible
 // layouts fail before the model is built. A vocabulary that TP does not divide is padded with rows past every
 // token id (these rows change the softmax, so such a run is not the TP=1 run to the last digit).
 //
