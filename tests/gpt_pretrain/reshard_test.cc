@@ -6,9 +6,11 @@
 //  * the distributed optimizer's state (DP=2) saved and loaded into the plain AdamW of one process equals the
 //    state of that AdamW taking the same steps, bit for bit;
 //  * resuming at another layout continues the run: N iterations at layout A, or k at A, save, and N - k at B, give
-//    the same losses within 1e-5 (relative; B's summation order differs);
+//    the same losses within 1e-5 (relative; B's summation order differs), for TP2xPP2 -> TP1, DP2 with the
+//    distributed optimizer -> PP2xVP2, TP1 -> TP2xDP2 distributed optimizer, CP2xDP2 distributed optimizer -> TP2;
 //  * a truncated shard is one error naming its file; strict loading of a different model lists what differs and
-//    non-strict loading proceeds.
+//    non-strict loading proceeds; a TP=2 run samples (on rank 0, from its final checkpoint) what one process
+//    resuming from that checkpoint samples.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -327,6 +329,7 @@ struct Layout {
   const char* name;
   int world, tp, pp, vp;
   bool distributed_optimizer;
+  int cp = 1;
 };
 
 // Runs PretrainGpt at `layout` (in this process for a world of 1) and returns the start iteration followed by the
@@ -337,6 +340,7 @@ std::vector<double> RunAt(const Layout& layout, const proto::PretrainRecipe& rec
   r.mutable_parallel()->set_pipeline_model_parallel_size(layout.pp);
   r.mutable_parallel()->set_virtual_pipeline_model_parallel_size(layout.vp);
   r.mutable_parallel()->set_use_distributed_optimizer(layout.distributed_optimizer);
+  r.mutable_parallel()->set_context_parallel_size(layout.cp);
   r.mutable_parallel()->set_ddp_bucket_size(3000);
   auto record = [&](const PretrainResult& result) {
     std::string text = absl::StrCat(result.start_iteration);
@@ -375,16 +379,20 @@ TEST(Reshard, ResumingAtAnotherLayoutContinuesTheRun) {
   const Layout dp2_dist{"DP=2 distributed optimizer", 2, 1, 1, 1, true};
   const Layout pp2vp2{"PP=2 x VP=2", 2, 1, 2, 2, false};
   const Layout tp2dp2_dist{"TP=2 x DP=2 distributed optimizer", 4, 2, 1, 1, true};
+  const Layout cp2dp2_dist{"CP=2 x DP=2 distributed optimizer", 4, 1, 1, 1, true, 2};
+  const Layout tp2{"TP=2", 2, 2, 1, 1, false};
   const int k = 2, n = recipe.training().train_iters();
   int index = 0;
   for (const auto& [a, b] : std::vector<std::pair<Layout, Layout>>{
-           {tp2pp2, single}, {dp2_dist, pp2vp2}, {single, tp2dp2_dist}}) {
+           {tp2pp2, single}, {dp2_dist, pp2vp2}, {single, tp2dp2_dist}, {cp2dp2_dist, tp2}}) {
     const std::string name = absl::StrCat(a.name, " -> ", b.name);
     SCOPED_TRACE(name);
     const std::string ckpt = absl::StrCat(dir, "/ckpt", index++);
-    const std::vector<double> full = RunAt(a, recipe, dir + "/full.txt");
+    proto::PretrainRecipe base = recipe;
+    if (a.cp > 1 || b.cp > 1) base.mutable_model()->set_position_embedding_type(proto::ROPE);  // CP needs RoPE
+    const std::vector<double> full = RunAt(a, base, dir + "/full.txt");
     ASSERT_EQ(full.size(), 1u + n);
-    proto::PretrainRecipe r = recipe;
+    proto::PretrainRecipe r = base;
     r.mutable_checkpoint()->set_save(ckpt);
     r.mutable_training()->set_exit_after_iters(k);
     const std::vector<double> first = RunAt(a, r, dir + "/first.txt");
