@@ -284,25 +284,6 @@ TEST(ParallelPretrain, BadLayoutsNameTheField) {
           ASSERT_FALSE(run.ok());
           EXPECT_NE(run.status().message().find("data.seq_length"), std::string::npos) << run.status();
         }
-        {  // The sharded optimizer state cannot be checkpointed yet.
-          proto::PretrainRecipe r = recipe;
-          r.mutable_parallel()->set_use_distributed_optimizer(true);
-          r.mutable_checkpoint()->set_save(dir + "/ckpt");
-          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
-          ASSERT_FALSE(run.ok());
-          EXPECT_NE(run.status().message().find("parallel.use_distributed_optimizer"), std::string::npos)
-              << run.status();
-        }
-        {  // Tensor-parallel checkpoints are not supported yet.
-          proto::PretrainRecipe r = recipe;
-          r.mutable_parallel()->set_tensor_model_parallel_size(2);
-          r.mutable_checkpoint()->set_save(dir + "/ckpt");
-          absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
-          ASSERT_FALSE(run.ok());
-          EXPECT_NE(run.status().message().find("checkpoints of tensor-, pipeline- or context-parallel runs are not"),
-                    std::string::npos)
-              << run.status();
-        }
       },
       JobOptions());
 }

@@ -9,6 +9,10 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include "megatron/core/checkpointing/safetensors.h"
+#include "megatron/core/utils/crc32c.h"
 #include "megatron/core/utils/file_io.h"
 
 namespace megatron::checkpointing {
@@ -128,6 +132,83 @@ TEST(Checkpoint, MalformedTrackerAndMetadataAreErrors) {
   EXPECT_NE(loaded.status().message().find("recipe"), std::string::npos) << loaded.status();
   ASSERT_TRUE(utils::WriteFileAtomically(metadata, "{\"format_ver").ok());
   EXPECT_FALSE(LoadCheckpoint(dir, 1).ok());
+}
+
+// A checkpoint as format version 1 wrote it: three whole-tensor files and metadata without a tensor index.
+void WriteVersion1(const std::string& dir, const Checkpoint& c) {
+  const std::string iter_dir = IterationDirectory(dir, c.iteration);
+  ASSERT_TRUE(utils::MakeDirectories(iter_dir).ok());
+  nlohmann::json files = nlohmann::json::object();
+  const std::pair<const char*, const std::map<std::string, at::Tensor>*> parts[] = {
+      {"model", &c.model}, {"optimizer", &c.optimizer}, {"rng", &c.rng}};
+  for (const auto& [part, tensors] : parts) {
+    const std::string name = std::string(part) + ".safetensors";
+    ASSERT_TRUE(SaveSafetensors(iter_dir + "/" + name, *tensors).ok());
+    const std::string bytes = utils::ReadFile(iter_dir + "/" + name).value();
+    files[name] = {{"bytes", bytes.size()}, {"crc32c", utils::Crc32c(bytes)}};
+  }
+  const nlohmann::json metadata = {
+      {"format_version", 1}, {"iteration", c.iteration}, {"recipe", c.recipe}, {"files", files}};
+  ASSERT_TRUE(utils::WriteFileAtomically(iter_dir + "/metadata.json", metadata.dump(2)).ok());
+  ASSERT_TRUE(utils::WriteFileAtomically(dir + "/latest_checkpointed_iteration.txt", "5\n").ok());
+}
+
+TEST(Checkpoint, Version1CheckpointsStillLoad) {
+  const std::string dir = FreshDir("ckpt_v1");
+  const Checkpoint c = Example(5);
+  WriteVersion1(dir, c);
+  auto loaded = LoadCheckpoint(dir, 5);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectSame(loaded->model, c.model);
+  ExpectSame(loaded->optimizer, c.optimizer);
+  ExpectSame(loaded->rng, c.rng);
+  auto reader = CheckpointReader::Open(dir, 5);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ(reader->format_version(), 1);
+  auto box = reader->Read(Part::kModel, "embedding.word_embeddings.weight", {1, 2}, {3, 4});
+  ASSERT_TRUE(box.ok()) << box.status();
+  EXPECT_TRUE(box->equal(c.model.at("embedding.word_embeddings.weight").narrow(0, 1, 3).narrow(1, 2, 4)));
+}
+
+TEST(Checkpoint, PiecesAssembleIntoAnyBox) {
+  const std::string dir = FreshDir("ckpt_pieces");
+  const at::Tensor w = at::randn({6, 10});
+  // Three pieces tiling w: rows [0, 4) x columns [0, 3) and [3, 10), and rows [4, 6) whole.
+  RankState state;
+  state.model.push_back({"w", {6, 10}, {0, 0}, w.narrow(0, 0, 4).narrow(1, 0, 3)});
+  state.model.push_back({"w", {6, 10}, {0, 3}, w.narrow(0, 0, 4).narrow(1, 3, 7)});
+  state.model.push_back({"w", {6, 10}, {4, 0}, w.narrow(0, 4, 2)});
+  state.optimizer.push_back({"step", {}, {}, at::scalar_tensor(3, at::kLong)});
+  SavedLayout layout;
+  layout.tp = 2;
+  layout.dp = 3;
+  ASSERT_TRUE(SaveShardedCheckpoint(dir, 3, "r", layout, RankPlace{}, state, nullptr).ok());
+  auto reader = CheckpointReader::Open(dir, 3);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ(reader->format_version(), kCheckpointFormatVersion);
+  EXPECT_EQ(reader->layout().tp, 2);
+  EXPECT_EQ(reader->layout().dp, 3);
+  EXPECT_EQ(reader->tensors(Part::kModel).at("w").pieces.size(), 3u);
+  for (const auto& [offsets, shape] : std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>{
+           {{0, 0}, {6, 10}}, {{2, 1}, {3, 5}}, {{3, 2}, {2, 2}}, {{5, 9}, {1, 1}}}) {
+    auto box = reader->Read(Part::kModel, "w", offsets, shape);
+    ASSERT_TRUE(box.ok()) << box.status();
+    EXPECT_TRUE(box->equal(w.narrow(0, offsets[0], shape[0]).narrow(1, offsets[1], shape[1])));
+  }
+  EXPECT_EQ(reader->ReadWhole(Part::kOptimizer, "step")->item<int64_t>(), 3);
+  EXPECT_FALSE(reader->Read(Part::kModel, "w", {5, 0}, {2, 10}).ok());  // outside
+  EXPECT_FALSE(reader->Read(Part::kModel, "nope", {0}, {1}).ok());
+
+  // Pieces that leave a hole are a sharding bug, refused before anything becomes iter_4.
+  state.model.pop_back();
+  absl::Status hole = SaveShardedCheckpoint(dir, 4, "r", layout, RankPlace{}, state, nullptr);
+  ASSERT_FALSE(hole.ok());
+  EXPECT_NE(hole.message().find("cover 40 of its 60 elements"), std::string::npos) << hole;
+  EXPECT_FALSE(utils::PathExists(IterationDirectory(dir, 4)));
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+  EXPECT_EQ(LatestIteration(dir).value(), std::optional<int64_t>(3));
 }
 
 }  // namespace

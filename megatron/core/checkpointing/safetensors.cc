@@ -344,6 +344,40 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadSafetensors(const std::str
   return tensors;
 }
 
+absl::StatusOr<at::Tensor> LoadSafetensorsTensor(const std::string& path, const SafetensorsHeader& header,
+                                                 const std::string& name, int64_t row_begin, int64_t row_end) {
+  auto it = header.tensors.find(name);
+  if (it == header.tensors.end()) return FormatError(path, absl::StrCat("no tensor '", name, "'"));
+  const SafetensorsEntry& entry = it->second;
+  std::vector<int64_t> shape = entry.shape;
+  uint64_t begin = entry.begin, nbytes = entry.end - entry.begin;
+  if (!shape.empty() && row_end >= 0) {
+    if (row_begin < 0 || row_begin > row_end || row_end > shape[0]) {
+      return TensorError(path, name, absl::StrCat("rows [", row_begin, ", ", row_end, ") outside [0, ", shape[0], ")"));
+    }
+    const uint64_t row_bytes = shape[0] == 0 ? 0 : nbytes / static_cast<uint64_t>(shape[0]);
+    begin += static_cast<uint64_t>(row_begin) * row_bytes;
+    nbytes = static_cast<uint64_t>(row_end - row_begin) * row_bytes;
+    shape[0] = row_end - row_begin;
+  }
+  absl::StatusOr<int> fd = OpenForRead(path);
+  if (!fd.ok()) return fd.status();
+  ScopedFd closer(*fd);
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(entry.dtype));
+  if (nbytes > 0) {
+    if (absl::Status s = PreadFully(*fd, t.data_ptr(), nbytes, header.data_start + begin, path); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(s.message(), " (reading tensor '", name, "')"));
+    }
+  }
+  if (entry.dtype == at::kBool) {
+    const auto* b = static_cast<const uint8_t*>(t.data_ptr());
+    for (uint64_t i = 0; i < nbytes; ++i) {
+      if (b[i] > 1) return TensorError(path, name, absl::StrCat("BOOL byte ", i, " is ", int{b[i]}, ", not 0 or 1"));
+    }
+  }
+  return t;
+}
+
 absl::Status SaveSafetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                              const SafetensorsMetadata& metadata) {
   struct Item {

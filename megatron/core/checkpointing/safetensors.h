@@ -63,6 +63,12 @@ absl::StatusOr<SafetensorsHeader> ReadSafetensorsHeader(const std::string& path)
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadSafetensors(const std::string& path,
                                                                   SafetensorsMetadata* metadata = nullptr);
 
+// Loads rows [row_begin, row_end) of one tensor (dim 0; the whole tensor for 0-d tensors or row_end < 0) using a
+// header from ReadSafetensorsHeader, reading only those bytes (a shard of a large checkpoint tensor).
+absl::StatusOr<at::Tensor> LoadSafetensorsTensor(const std::string& path, const SafetensorsHeader& header,
+                                                 const std::string& name, int64_t row_begin = 0,
+                                                 int64_t row_end = -1);
+
 // Writes `tensors` (and `metadata` as "__metadata__", omitted when empty). Names must be non-empty and not
 // "__metadata__"; tensors must be defined, dense, and of a supported dtype.
 absl::Status SaveSafetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,

@@ -6,8 +6,10 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
 
+#include "absl/strings/str_cat.h"
 #include "megatron/core/fusions/adam/adam.h"
 
 namespace megatron::optimizer {
@@ -143,6 +145,60 @@ absl::Status DistributedAdamW::GatherParameters() {
   for (const auto& e : entries) {
     e.param.detach().view(-1).copy_(full->slice(0, e.offset, e.offset + e.numel));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, at::Tensor>> DistributedAdamW::StateDict() const {
+  at::NoGradGuard no_grad;
+  const auto& entries = grads_.entries();
+  std::map<std::string, at::Tensor> out;
+  for (const bool second : {false, true}) {
+    // This rank's range of the state, laid out like the gradient buffer (fp32 state for half parameters).
+    const at::ScalarType state_type =
+        IsHalf(entries.front().param.scalar_type()) ? at::kFloat : entries.front().param.scalar_type();
+    at::Tensor shard = at::zeros({shard_numel()}, entries.front().param.options().dtype(state_type).requires_grad(false));
+    for (const Segment& s : segments_) {
+      shard.slice(0, s.buffer_begin - shard_begin_, s.buffer_begin - shard_begin_ + s.numel)
+          .copy_(second ? s.exp_avg_sq : s.exp_avg);
+    }
+    absl::StatusOr<at::Tensor> full = grads_.group()->AllGatherConcat(shard);
+    if (!full.ok()) return full.status();
+    for (const auto& e : entries) {
+      out[(second ? "exp_avg_sq." : "exp_avg.") + e.name] =
+          full->slice(0, e.offset, e.offset + e.numel).view(e.param.sizes()).clone();
+    }
+  }
+  out["step"] = at::scalar_tensor(step_, at::kLong);
+  return out;
+}
+
+absl::Status DistributedAdamW::LoadStateDict(const std::map<std::string, at::Tensor>& state) {
+  auto step = state.find("step");
+  if (step == state.end()) return absl::InvalidArgumentError("optimizer state: missing \"step\"");
+  const auto& entries = grads_.entries();
+  for (const auto& e : entries) {
+    for (const char* kind : {"exp_avg.", "exp_avg_sq."}) {
+      auto it = state.find(kind + e.name);
+      if (it == state.end()) return absl::InvalidArgumentError(absl::StrCat("optimizer state: missing ", kind, e.name));
+      if (it->second.numel() != e.numel) {
+        return absl::InvalidArgumentError(absl::StrCat("optimizer state: ", kind, e.name, " has shape ",
+                                                       c10::str(it->second.sizes()), ", parameter has ",
+                                                       c10::str(e.param.sizes())));
+      }
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (Segment& s : segments_) {
+    const auto& e = entries[s.entry];
+    s.exp_avg.copy_(state.at("exp_avg." + e.name).reshape({-1}).slice(0, s.param_begin, s.param_begin + s.numel));
+    s.exp_avg_sq.copy_(
+        state.at("exp_avg_sq." + e.name).reshape({-1}).slice(0, s.param_begin, s.param_begin + s.numel));
+    // Half-precision parameters: the master weights restart from the (loaded) parameters.
+    if (IsHalf(e.param.scalar_type())) {
+      s.master.copy_(e.param.detach().view(-1).slice(0, s.param_begin, s.param_begin + s.numel));
+    }
+  }
+  step_ = step->second.item<int64_t>();
   return absl::OkStatus();
 }
 

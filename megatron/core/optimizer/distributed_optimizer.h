@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,12 @@ class DistributedAdamW {
   void ZeroGrad();
 
   int64_t step_count() const { return step_; }
+  // AdamW::StateDict's entries for the whole (unsharded) parameters: "exp_avg.<param>", "exp_avg_sq.<param>" of
+  // each parameter's shape, and "step". Collective over the data-parallel group: the owned ranges are gathered
+  // (every rank gets the full state; checkpoints then store it like the unsharded optimizer's).
+  absl::StatusOr<std::map<std::string, at::Tensor>> StateDict() const;
+  // Restores a StateDict() (of any data-parallel size, or of AdamW): each rank keeps its owned ranges. Not collective.
+  absl::Status LoadStateDict(const std::map<std::string, at::Tensor>& state);
   int64_t shard_numel() const { return shard_end_ - shard_begin_; }
   // Bytes of optimizer state held by this rank: exp_avg, exp_avg_sq and any separate master weights.
   int64_t StateBytes() const;

@@ -13,6 +13,8 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/zeros_like.h>
 #include <ATen/ops/tensor.h>
 
 #include "absl/strings/match.h"
@@ -22,6 +24,7 @@
 #include "megatron/core/distributed/data_parallel.h"
 #include "megatron/core/distributed/process_group.h"
 #include "megatron/core/inference/text_generation.h"
+#include "megatron/core/models/gpt/gpt_checkpoint.h"
 #include "megatron/core/models/gpt/gpt_model.h"
 #include "megatron/core/models/huggingface/hf_loader.h"
 #include "megatron/core/optimizer/distributed_optimizer.h"
@@ -98,7 +101,7 @@ struct Parallelism {
   // cp: context-parallel group; dp_cp: data x context (where gradients are reduced).
   std::shared_ptr<distributed::Group> tp, dp, pp, embedding, model, cp, dp_cp;
   int tp_size = 1, dp_size = 1, dp_rank = 0, rank = 0, cp_size = 1;
-  int tp_rank = 0, pp_size = 1, pp_rank = 0, vp_size = 1;
+  int tp_rank = 0, pp_size = 1, pp_rank = 0, vp_size = 1, cp_rank = 0;
   bool sequence_parallel = false;
   bool last_stage() const { return pp_rank == pp_size - 1; }
 };
@@ -193,6 +196,7 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
   par.tp_rank = coords.tp;
   par.pp_rank = coords.pp;
   par.cp_size = layout->cp();
+  par.cp_rank = coords.cp;
   par.sequence_parallel = pc.sequence_parallel() && par.tp_size > 1;
   // Collective: every rank creates every group, in the same order.
   for (const std::vector<int>& ranks : layout->TensorParallelGroups()) {
@@ -235,23 +239,9 @@ absl::StatusOr<Parallelism> SetUpParallelism(const proto::PretrainRecipe& recipe
     return absl::InvalidArgumentError(absl::StrCat("parallel.ddp_bucket_size: ", pc.ddp_bucket_size(),
                                                    " must be positive"));
   }
-  if (pc.use_distributed_optimizer() && par.dp_size > 1 &&
-      (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty())) {
-    return absl::UnimplementedError(
-        "checkpoint.save / checkpoint.load: checkpoints with parallel.use_distributed_optimizer (sharded optimizer "
-        "state) are not supported yet (pass --checkpoint.save=)");
-  }
-  if (par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) {
-    if (!recipe.checkpoint().save().empty() || !recipe.checkpoint().load().empty()) {
-      return absl::UnimplementedError(
-          "checkpoint.save / checkpoint.load: checkpoints of tensor-, pipeline- or context-parallel runs are not "
-          "supported yet (pass --checkpoint.save= with parallel.tensor_model_parallel_size, "
-          "pipeline_model_parallel_size or context_parallel_size > 1)");
-    }
-    if (recipe.has_load_hf()) {
-      return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor-, pipeline- or "
-                                      "context-parallel run is not supported yet");
-    }
+  if ((par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) && recipe.has_load_hf()) {
+    return absl::UnimplementedError("load_hf: loading HuggingFace weights into a tensor-, pipeline- or "
+                                    "context-parallel run is not supported yet");
   }
   return par;
 }
@@ -366,6 +356,10 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   } else if (absl::Status s = transformer::FromProto(recipe.model(), tokenizer.vocab_size(), &config); !s.ok()) {
     return s;
   }
+  // The vocabulary of the TP=1 model (what checkpoints store); tensor parallelism pads it to a multiple of TP
+  // with rows past every token id (Note [GPT parameter shards]; unchanged when TP divides it, as usual).
+  const int64_t global_vocab_size = config.vocab_size;
+  config.vocab_size = parallel_state::PaddedVocabSize(config.vocab_size, 1, par.tp_size);
   if (config.position_embedding_type == transformer::PositionEmbedding::kLearnedAbsolute &&
       recipe.data().seq_length() > config.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -481,31 +475,57 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
       recipe.checkpoint().save().empty() ? "" : ResolvePath(options.base_dir, recipe.checkpoint().save());
   const std::string load_dir =
       recipe.checkpoint().load().empty() ? save_dir : ResolvePath(options.base_dir, recipe.checkpoint().load());
+  // Where this rank's tensors sit in the layout-independent checkpoint (Note [GPT parameter shards]).
+  models::GptCheckpointPlacement placement;
+  placement.layout = {par.ctx == nullptr ? 1 : par.ctx->world_size(), par.tp_size, par.pp_size, par.vp_size,
+                      par.cp_size, par.dp_size, dist_adam != nullptr};
+  placement.place = {par.rank, par.tp_rank, par.pp_rank, par.cp_rank, par.dp_rank};
+  placement.world = par.ctx == nullptr ? nullptr : &par.ctx->world();
+  placement.sharding = {global_vocab_size, config.gated_linear_unit(), config.share_embeddings_and_output_weights,
+                        par.tp_rank, par.tp_size};
   int64_t iteration = 0;
   if (!load_dir.empty()) {
     absl::StatusOr<std::optional<int64_t>> latest = checkpointing::LatestIteration(load_dir);
     if (!latest.ok()) return latest.status();
     if (latest->has_value()) {
       const bool finetune = recipe.checkpoint().finetune();
-      absl::StatusOr<checkpointing::Checkpoint> ckpt = checkpointing::LoadCheckpoint(
-          load_dir, **latest, finetune ? checkpointing::LoadParts::kModelOnly : checkpointing::LoadParts::kAll);
-      if (!ckpt.ok()) return ckpt.status();
-      if (absl::Status s = model.LoadStateDict(ckpt->model, transformer::LoadMode::kStrict); !s.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(checkpointing::IterationDirectory(load_dir, **latest), "/model.safetensors: ", s.message()));
-      }
+      absl::StatusOr<checkpointing::CheckpointReader> reader = checkpointing::CheckpointReader::Open(load_dir, **latest);
+      if (!reader.ok()) return reader.status();
+      std::map<std::string, at::Tensor> optimizer_state;  // filled by the load, then given to the optimizer
       if (!finetune) {
-        if (absl::Status s = adam.LoadStateDict(ckpt->optimizer); !s.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(checkpointing::IterationDirectory(load_dir, **latest),
-                                                         "/optimizer.safetensors: ", s.message()));
+        if (dist_adam) {
+          for (const auto& [name, p] : named_params) {
+            optimizer_state["exp_avg." + name] = at::zeros_like(p.detach());
+            optimizer_state["exp_avg_sq." + name] = at::zeros_like(p.detach());
+          }
+          optimizer_state["step"] = at::scalar_tensor(0, at::kLong);
+        } else {
+          optimizer_state = adam.StateDict();
         }
-        if (absl::Status s = tensor_parallel::SetRngState(ckpt->rng); !s.ok()) return s;
-        iteration = ckpt->iteration;
+      }
+      absl::StatusOr<models::GptLoadResult> loaded = models::LoadGptCheckpoint(
+          *reader, named_params, finetune ? nullptr : &optimizer_state, placement,
+          recipe.checkpoint().strict() ? transformer::LoadMode::kStrict : transformer::LoadMode::kNonStrict);
+      if (!loaded.ok()) return loaded.status();
+      if (!finetune) {
+        if (absl::Status s = dist_adam ? dist_adam->LoadStateDict(optimizer_state) : adam.LoadStateDict(optimizer_state);
+            !s.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(reader->directory(), ": ", s.message()));
+        }
+        if (loaded->rng) {
+          if (absl::Status s = tensor_parallel::SetRngState(*loaded->rng); !s.ok()) return s;
+        }
+        iteration = reader->iteration();
       }
       if (show_progress) {
-        std::fprintf(stderr, "resumed from %s at iteration %lld%s\n",
-                     checkpointing::IterationDirectory(load_dir, **latest).c_str(),
-                     static_cast<long long>(ckpt->iteration), finetune ? " (weights only)" : "");
+        std::fprintf(stderr, "resumed from %s at iteration %lld%s (saved at %s)\n", reader->directory().c_str(),
+                     static_cast<long long>(reader->iteration()), finetune ? " (weights only)" : "",
+                     checkpointing::DebugString(reader->layout()).c_str());
+        if (!loaded->report.empty()) {
+          std::fprintf(stderr, "checkpoint.strict=false: loaded the tensors that match; not loaded:\n%s\n",
+                       loaded->report.ToString().c_str());
+        }
+        if (!finetune && !loaded->rng_note.empty()) std::fprintf(stderr, "%s\n", loaded->rng_note.c_str());
       }
     }
   }
@@ -585,9 +605,18 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     }
     return loss;
   };
-  auto save = [&](int64_t at_iteration) -> absl::Status {
-    if (save_dir.empty() || !rank0) return absl::OkStatus();  // DP replicas are identical (TP 1 only here)
-    return SaveTrainingCheckpoint(save_dir, at_iteration, recipe, model.StateDict(), adam.StateDict());
+  auto save = [&](int64_t at_iteration) -> absl::Status {  // collective: every rank writes the pieces it owns
+    if (save_dir.empty()) return absl::OkStatus();
+    std::map<std::string, at::Tensor> optimizer_state;
+    if (dist_adam) {
+      absl::StatusOr<std::map<std::string, at::Tensor>> state = dist_adam->StateDict();  // gathered over DP
+      if (!state.ok()) return state.status();
+      optimizer_state = std::move(*state);
+    } else {
+      optimizer_state = adam.StateDict();
+    }
+    return models::SaveGptCheckpoint(save_dir, at_iteration, ToText(recipe), named_params, optimizer_state,
+                                     tensor_parallel::GetRngState(), placement);
   };
 
   set_training(true);
@@ -740,12 +769,32 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
 
   const auto& sample = recipe.sample();
   if (sample.max_new_tokens() > 0 && iteration == t.train_iters()) {
-    if (par.tp_size > 1 || par.pp_size > 1 || par.cp_size > 1) {
-      if (show_progress) {
-        std::fprintf(stderr, "sample: skipped (not implemented for tensor-, pipeline- or context-parallel runs yet)\n");
-      }
+    if (par.tp_size == 1 && par.pp_size == 1 && par.cp_size == 1) {
+      if (rank0) result.sample = inference::GenerateText(model, tokenizer, sample);
     } else if (rank0) {
-      result.sample = inference::GenerateText(model, tokenizer, sample);
+      // A sharded model cannot generate on one rank: rank 0 samples from the whole model of the final checkpoint
+      // (a second copy of the weights, on rank 0 only).
+      absl::StatusOr<std::optional<int64_t>> latest =
+          save_dir.empty() ? absl::StatusOr<std::optional<int64_t>>(std::nullopt)
+                           : checkpointing::LatestIteration(save_dir);
+      if (!latest.ok()) return latest.status();
+      if (*latest != std::optional<int64_t>(iteration)) {
+        if (show_progress) {
+          std::fprintf(stderr, "sample: skipped (a tensor-, pipeline- or context-parallel run samples from its final "
+                               "checkpoint: set checkpoint.save)\n");
+        }
+      } else {
+        transformer::TransformerConfig whole_config = config;
+        whole_config.vocab_size = static_cast<int>(global_vocab_size);
+        absl::StatusOr<std::unique_ptr<models::GPTModel>> whole = models::GPTModel::Create(whole_config);
+        if (!whole.ok()) return whole.status();
+        absl::StatusOr<checkpointing::Checkpoint> ckpt =
+            checkpointing::LoadCheckpoint(save_dir, iteration, checkpointing::LoadParts::kModelOnly);
+        if (!ckpt.ok()) return ckpt.status();
+        if (absl::Status s = (*whole)->LoadStateDict(ckpt->model, transformer::LoadMode::kStrict); !s.ok()) return s;
+        (*whole)->ToDevice(*device);
+        result.sample = inference::GenerateText(**whole, tokenizer, sample);
+      }
     }
   }
   return result;

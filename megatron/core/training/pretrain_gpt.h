@@ -15,11 +15,17 @@
 // (distributed::DataParallelGrads), SP parameters' summed over TP, tied embeddings summed over the embedding
 // group; the clipping norm is the global one over tp x pp (and DP shards with the distributed optimizer,
 // optimizer::DistributedAdamW). Losses equal the single-process run's up to summation order. Rank 0 alone
-// prepares the data (others wait), writes TensorBoard and progress; checkpoints and the sample need TP = PP = CP = 1
-// (and no distributed optimizer with DP > 1 for checkpoints). Impossible layouts fail before the model is built.
+// prepares the data (others wait), writes TensorBoard and progress; with TP, PP or CP > 1 it generates the sample from
+// the whole model of the final checkpoint (so only when checkpoint.save is set). Impossible
+// layouts fail before the model is built. A vocabulary that TP does not divide is padded with rows past every
+// token id (these rows change the softmax, so such a run is not the TP=1 run to the last digit).
 //
-// Resuming from a checkpoint restores parameters, optimizer state, iteration and RNG state; batches are a pure
-// function of the iteration, so a resumed run follows the uninterrupted run's loss trajectory exactly.
+// Checkpoints are layout-independent (models/gpt/gpt_checkpoint.h): every rank writes the pieces of the global
+// (TP=1, PP=1) tensors it owns, so a run saved at one layout (TP, PP, VP, CP, DP, with or without the distributed
+// optimizer) resumes at any other. Resuming restores parameters, AdamW state, the iteration and, when TP/PP/VP/CP
+// are unchanged, each rank's RNG state; batches are a pure function of the iteration, so a resumed run follows the
+// uninterrupted run's loss trajectory (exactly at the same layout, up to summation order at another).
+// checkpoint.strict=false loads the tensors that match and prints what it did not load.
 #pragma once
 
 #include <functional>
