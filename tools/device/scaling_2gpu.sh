@@ -39,10 +39,10 @@ run() {
 echo
 echo "| run | GPUs | steady tokens/s | tokens/s per GPU | scaling efficiency |"
 echo "| --- | --- | --- | --- | --- |"
-base=$(grep -ho "steady state [0-9]*" "$OUT/gpu1.log" | awk '{print $3}')
+base=$(grep -ho "steady state [0-9]*" "$OUT/gpu1.log" 2>/dev/null | awk '{print $3}' || true)
 for r in gpu1:1 dp2:2 dp2_distopt:2 dp2_weak:2 tp2:2 tp2sp:2 pp2:2; do
   name=${r%%:*} n=${r##*:}
-  tps=$(grep -ho "steady state [0-9]*" "$OUT/$name.log" 2>/dev/null | awk '{print $3}')
+  tps=$(grep -ho "steady state [0-9]*" "$OUT/$name.log" 2>/dev/null | awk '{print $3}' || true)
   [[ -z "$tps" ]] && { echo "| $name | $n | failed | | |"; continue; }
   awk -v n="$n" -v t="$tps" -v b="$base" -v name="$name" \
     'BEGIN { printf "| %s | %d | %d | %d | %.1f%% |\n", name, n, t, t / n, 100 * t / n / b }'
