@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 
 #include <ATen/TensorOperators.h>
 #include <gtest/gtest.h>
@@ -164,6 +165,31 @@ TEST(Pretrain, FusedOptimizerTracksPerTensorOptimizer) {
   for (size_t i = 0; i < loop->train_losses.size(); ++i) {
     EXPECT_NEAR(fused->train_losses[i], loop->train_losses[i], 1e-4 * loop->train_losses[i]) << i;
   }
+}
+
+// training.profile_step_start/end: the window runs under the profiler, each rank writes a Chrome trace and the
+// table of time per operator (host operators on CPU), and the run's losses are unchanged by profiling.
+TEST(Pretrain, ProfileWindowWritesATraceAndATable) {
+  const std::string dir = FreshDir("profile");
+  proto::PretrainRecipe recipe = TinyRecipe(dir);
+  recipe.mutable_training()->set_train_iters(4);
+  recipe.mutable_training()->set_eval_iters(0);
+  auto plain = PretrainGpt(recipe, Quiet());
+  recipe.mutable_training()->set_profile_step_start(1);
+  recipe.mutable_training()->set_profile_step_end(3);
+  recipe.mutable_training()->set_profile_dir(dir + "/profile");
+  auto profiled = PretrainGpt(recipe, Quiet());
+  ASSERT_TRUE(plain.ok() && profiled.ok()) << profiled.status();
+  EXPECT_EQ(plain->train_losses, profiled->train_losses);
+  ASSERT_TRUE(fs::exists(dir + "/profile/trace_rank0.json"));
+  std::ifstream table(dir + "/profile/kernels_rank0.txt");
+  std::stringstream text;
+  text << table.rdbuf();
+  EXPECT_NE(text.str().find("aten::mm"), std::string::npos) << text.str();
+  recipe.mutable_training()->set_profile_step_start(-1);
+  auto bad = PretrainGpt(recipe, Quiet());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("training.profile_step_start"), std::string::npos);
 }
 
 }  // namespace

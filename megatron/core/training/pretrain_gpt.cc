@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <set>
@@ -40,7 +41,9 @@
 #include "megatron/core/training/recipe.h"
 #include "megatron/core/training/trainer_common.h"
 #include "megatron/core/training/tensorboard_writer.h"
+#include "megatron/core/utils/file_io.h"
 #include "megatron/core/utils/progress_bar.h"
+#include "megatron/core/utils/trace_profiler.h"
 
 namespace megatron::training {
 namespace {
@@ -65,6 +68,10 @@ absl::Status CheckTraining(const proto::PretrainRecipe& recipe) {
   if (recipe.data().seq_length() <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("data.seq_length: must be positive, got ",
                                                    recipe.data().seq_length()));
+  }
+  if (recipe.training().profile_step_start() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("training.profile_step_start: ",
+                                                   recipe.training().profile_step_start(), " must be >= 0"));
   }
   if (recipe.checkpoint().save_interval() < 0) {
     return absl::InvalidArgumentError("checkpoint.save_interval: must be >= 0");
@@ -643,8 +650,16 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
   // Steady-state throughput skips the first iterations (allocator warm-up, kernel autotuning).
   const int64_t steady_from = iteration + std::max<int64_t>(1, (last_iteration - iteration) / 10);
   Clock::time_point steady_start = run_start, steady_end = run_start;
+  // Profiling window (training.profile_step_start/end): see Megatron's --profile.
+  const bool profile = t.profile_step_end() > t.profile_step_start();
+  std::unique_ptr<utils::TraceProfiler> profiler;
   while (iteration < last_iteration) {
     if (iteration == steady_from) steady_start = Clock::now();
+    if (profile && iteration == t.profile_step_start()) {
+      absl::StatusOr<std::unique_ptr<utils::TraceProfiler>> started = utils::TraceProfiler::Start(device->is_cuda());
+      if (!started.ok()) return started.status();
+      profiler = std::move(*started);
+    }
     const double lr = schedule.LearningRate(iteration);
     at::Tensor loss_sum;  // on the last stage, accumulated on the device: one host sync per iteration
     {
@@ -713,6 +728,25 @@ absl::StatusOr<PretrainResult> PretrainGpt(const proto::PretrainRecipe& recipe, 
     ++iteration;
     const double local_loss = loss_sum.defined() ? loss_sum.item<double>() : 0.0;  // waits for the device
     if (iteration == last_iteration) steady_end = Clock::now();
+    if (profiler && (iteration == t.profile_step_end() || iteration == last_iteration)) {
+      // The loss read above waited for the device, so every kernel of the window has ended.
+      const std::string dir = ResolvePath(options.base_dir, t.profile_dir());
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec) return absl::InternalError(absl::StrCat("training.profile_dir: cannot create ", dir, ": ", ec.message()));
+      const std::string trace = absl::StrCat(dir, "/trace_rank", par.rank, ".json");
+      absl::StatusOr<std::string> table = profiler->Stop(trace, 30);
+      profiler.reset();
+      if (!table.ok()) return table.status();
+      if (absl::Status s = utils::WriteFileAtomically(absl::StrCat(dir, "/kernels_rank", par.rank, ".txt"), *table);
+          !s.ok()) {
+        return s;
+      }
+      if (show_progress) {
+        std::fprintf(stderr, "\nprofile of iterations [%d, %lld) on rank 0:\n%s", t.profile_step_start(),
+                     static_cast<long long>(iteration), table->c_str());
+      }
+    }
     absl::StatusOr<double> pipeline_loss = from_last_stage(local_loss / static_cast<double>(micro_batches));
     if (!pipeline_loss.ok()) return pipeline_loss.status();
     double train_loss = *pipeline_loss;
