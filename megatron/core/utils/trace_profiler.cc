@@ -1,5 +1,6 @@
 #include "megatron/core/utils/trace_profiler.h"
 
+#include <kineto/ActivityType.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <algorithm>
@@ -80,8 +81,12 @@ absl::StatusOr<std::string> TraceProfiler::Stop(const std::string& trace_path, i
   std::map<std::string, Row> rows;
   double total_ns = 0;
   const c10::DeviceType wanted = cuda_ ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  // Device rows: kernels, copies and memsets; GPU user annotations (e.g. "nccl:all_reduce", which spans the
+  // NCCL kernel) would count that time twice.
+  const auto annotation = static_cast<uint8_t>(libkineto::ActivityType::GPU_USER_ANNOTATION);
   for (const auto& e : result->events()) {
     if (e.deviceType() != wanted) continue;
+    if (cuda_ && e.activityType() == annotation) continue;
     Row& row = rows[e.name()];
     ++row.calls;
     row.ns += static_cast<double>(e.durationNs());
