@@ -13,6 +13,7 @@ KERNEL_BINARIES=(
   //megatron/core/fusions/activation:activation_gpu_test //megatron/core/fusions/activation:activation_benchmark
   //megatron/core/fusions/rope:rope_gpu_test //megatron/core/fusions/rope:rope_benchmark
   //megatron/core/fusions/adam:adam_gpu_test //megatron/core/fusions/adam:adam_benchmark
+  //megatron/core/fusions/attention:attention_gpu_test //megatron/core/fusions/attention:attention_benchmark
 )
 # Multi-GPU (tools/device/scaling_2gpu.sh), LLaVA (tools/device/llava_gpu.sh) and legacy-vs-core runs.
 EXPERIMENT_BINARIES=(

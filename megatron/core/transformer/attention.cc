@@ -109,11 +109,7 @@ at::Tensor SelfAttention::Forward(const at::Tensor& x, const at::Tensor& rotary_
     ck = k;
     cv = v;
   }
-  if (heads_per_group > 1) {
-    // Each query head h attends with the key/value head of its group h / heads_per_group.
-    k = k.repeat_interleave(heads_per_group, 1);
-    v = v.repeat_interleave(heads_per_group, 1);
-  }
+  // k and v keep their ng groups: CoreAttention maps query head h to group h / heads_per_group (layers.h).
   const double dropout_p = training() ? config_.attention_dropout : 0.0;
   at::Tensor context = core_attention_->Forward(q, k, v, mask_type, dropout_p, mask,
                                                 attention_bias);  // [b, np, s, hn]

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
@@ -120,6 +121,21 @@ TEST_F(CoreAttentionTest, AdditiveBiasWithEveryMaskAndItsGradient) {
       }
     }
   }
+}
+
+// Grouped-query attention: k/v with ng < np heads (not expanded by the caller) equal the expanded heads, query
+// head h using group h / (np / ng), with every mask type; a head count that does not divide is one error.
+TEST_F(CoreAttentionTest, GroupedKeyValuesEqualExpandedHeads) {
+  const at::Tensor q = at::randn({2, 6, 5, 8}, at::kDouble);
+  const at::Tensor k = at::randn({2, 2, 7, 8}, at::kDouble), v = at::randn({2, 2, 7, 8}, at::kDouble);
+  const at::Tensor ke = k.repeat_interleave(3, 1), ve = v.repeat_interleave(3, 1);
+  at::Tensor mask = at::zeros({2, 1, 5, 7}, at::kBool);
+  mask.select(0, 1).narrow(-1, 4, 3).fill_(true);
+  for (AttnMask m : {AttnMask::kNone, AttnMask::kCausal, AttnMask::kPadding}) {
+    const at::Tensor am = m == AttnMask::kPadding ? mask : at::Tensor();
+    EXPECT_TRUE(at::equal(attention_->Forward(q, k, v, m, 0.0, am), attention_->Forward(q, ke, ve, m, 0.0, am)));
+  }
+  EXPECT_THROW(attention_->Forward(q.narrow(1, 0, 5), k, v, AttnMask::kNone, 0.0), c10::Error);
 }
 
 }  // namespace

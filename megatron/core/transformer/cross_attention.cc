@@ -27,11 +27,8 @@ at::Tensor CrossAttention::Forward(const at::Tensor& x, const at::Tensor& memory
   const int64_t np = config_.num_attention_heads, ng = config_.num_query_groups, hn = config_.kv_channels;
   at::Tensor q = linear_q_->Forward(x).view({sq, b, np, hn}).permute({1, 2, 0, 3});  // [b, np, sq, hn]
   auto kv = linear_kv_->Forward(memory).view({sk, b, ng, 2 * hn}).split(hn, -1);
-  at::Tensor k = kv[0].permute({1, 2, 0, 3}), v = kv[1].permute({1, 2, 0, 3});  // [b, ng, sk, hn]
-  if (np > ng) {
-    k = k.repeat_interleave(np / ng, 1);
-    v = v.repeat_interleave(np / ng, 1);
-  }
+  // [b, ng, sk, hn]: CoreAttention maps query head h to group h / (np / ng) (layers.h).
+  at::Tensor k = kv[0].permute({1, 2, 0, 3}), v = kv[1].permute({1, 2, 0, 3});
   const double dropout_p = training() ? config_.attention_dropout : 0.0;
   const AttnMask mask = memory_mask.defined() ? AttnMask::kPadding : AttnMask::kNone;
   at::Tensor context = core_attention_->Forward(q, k, v, mask, dropout_p, memory_mask);  // [b, np, sq, hn]

@@ -5,6 +5,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "megatron/core/fusions/activation/activation.h"
+#include "megatron/core/fusions/attention/attention.h"
+#include "megatron/core/fusions/attention/attention_autograd.h"
 #include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/fusions/norm/norm.h"
 #include "megatron/core/fusions/rope/rope.h"
@@ -132,6 +134,42 @@ class FusedNorm : public Norm {
   at::Tensor bias_;
 };
 
+// Core attention through fusions/attention (cuDNN or flash via ATen, GQA groups unexpanded, bottom-right causal:
+// the local path's semantics, layers.h) where it applies: CUDA tensors with the CUDA path linked, bfloat16 or
+// float16, no padding mask, no bias, no attention dropout, a supported head dim. Everything else (CPU, float32,
+// padding masks, T5's bias, dropout > 0) takes the local path unchanged.
+class FusedCoreAttention : public CoreAttention {
+ public:
+  explicit FusedCoreAttention(const TransformerConfig& config)
+      : scale_(config.attention_scale()), local_(LocalBackend()->MakeCoreAttention(config)) {}
+
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask, double dropout_p,
+                     const at::Tensor& attention_mask, const at::Tensor& attention_bias) const override {
+    if (!Applies(q, k, v, mask, dropout_p, attention_mask, attention_bias)) {
+      return local_->Forward(q, k, v, mask, dropout_p, attention_mask, attention_bias);
+    }
+    const fusions::AttentionParams params{
+        scale_, mask == AttnMask::kCausal ? fusions::AttentionMask::kCausal : fusions::AttentionMask::kNone,
+        fusions::AttentionImpl::kAuto};
+    return fusions::FusedAttention(q, k, v, params);
+  }
+
+ private:
+  static bool Applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask, double dropout_p,
+                      const at::Tensor& attention_mask, const at::Tensor& attention_bias) {
+    const at::ScalarType t = q.scalar_type();
+    const int64_t d = q.size(-1);
+    return q.is_cuda() && fusions::HasCudaAttentionImpl() && (t == at::kBFloat16 || t == at::kHalf) &&
+           k.scalar_type() == t && v.scalar_type() == t && (mask == AttnMask::kCausal || mask == AttnMask::kNone) &&
+           !attention_mask.defined() && !attention_bias.defined() && dropout_p == 0.0 &&
+           d % fusions::kAttentionHeadDimMultiple == 0 && d <= fusions::kAttentionMaxHeadDim &&
+           q.stride(-1) == 1 && k.stride(-1) == 1 && v.stride(-1) == 1 && k.size(2) >= q.size(2);
+  }
+
+  double scale_;
+  std::unique_ptr<CoreAttention> local_;
+};
+
 class Fused : public BackendProvider {
  public:
   std::unique_ptr<Norm> MakeNorm(const TransformerConfig& config, int64_t hidden) const override {
@@ -139,7 +177,7 @@ class Fused : public BackendProvider {
                                        config.normalization == Normalization::kRMSNorm);
   }
   std::unique_ptr<CoreAttention> MakeCoreAttention(const TransformerConfig& config) const override {
-    return LocalBackend()->MakeCoreAttention(config);
+    return std::make_unique<FusedCoreAttention>(config);
   }
   at::Tensor Activation(const TransformerConfig& config, const at::Tensor& x) const override {
     switch (config.activation) {

@@ -62,9 +62,16 @@ class SdpaAttention : public CoreAttention {
  public:
   explicit SdpaAttention(double scale) : scale_(scale) {}
 
-  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, AttnMask mask,
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k_groups, const at::Tensor& v_groups, AttnMask mask,
                      double dropout_p, const at::Tensor& attention_mask,
                      const at::Tensor& attention_bias) const override {
+    // Each query head h attends with the key/value head of its group h / heads_per_group.
+    const int64_t heads = q.size(1), groups = k_groups.size(1);
+    TORCH_CHECK(groups >= 1 && heads % groups == 0 && v_groups.size(1) == groups, "CoreAttention: ", heads,
+                " query heads over ", groups, " key/value heads (q ", q.sizes(), ", k ", k_groups.sizes(), ", v ",
+                v_groups.sizes(), ")");
+    const at::Tensor k = heads == groups ? k_groups : k_groups.repeat_interleave(heads / groups, 1);
+    const at::Tensor v = heads == groups ? v_groups : v_groups.repeat_interleave(heads / groups, 1);
     const int64_t sq = q.size(2), sk = k.size(2);
     if (attention_bias.defined()) return WithBias(q, k, v, mask, dropout_p, attention_mask, attention_bias);
     if (mask == AttnMask::kPadding) {

@@ -67,8 +67,10 @@ class RMSNorm : public Norm {
 };
 
 // softmax(q k^T * scale [+ mask]) v with dropout on the probabilities. No parameters.
-// q [b, np, sq, hn], k/v [b, np, sk, hn] (query groups already expanded). With sk > sq the queries are the last
-// sq positions (decoding with a KV cache) and the causal mask is offset accordingly.
+// q [b, np, sq, hn], k/v [b, ng, sk, hn] with np % ng == 0 (grouped-query attention, not expanded: query head h
+// attends with key/value head h / (np / ng); implementations that need equal heads expand inside, those that
+// take groups natively, the fused one, do not). With sk > sq the queries are the last sq positions (decoding
+// with a KV cache) and the causal mask is offset accordingly (bottom-right).
 // kPadding: `attention_mask` is boolean, broadcastable to [b, np, sq, sk], true where a score is masked out
 // (Megatron's convention); a row masked everywhere gives zeros, not NaN.
 // `attention_bias` (optional, float, broadcastable to [b, np, sq, sk]) is added to the scaled scores before the
