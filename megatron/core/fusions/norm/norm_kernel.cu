@@ -41,6 +41,8 @@
 //                 LayerNorm fwd 21.7 us (ATen 20.1)  bwd 31.8 us (ATen 35.5)
 // The backward's gap to D2D is the column kernel's second read of dy and x (5 tensor-sized transfers instead of
 // 3); the LayerNorm forward's gap to RMSNorm is its third pass over the row (L1/L2 re-reads).
+// Residual add + norm: not measured yet (norm_benchmark's add_norm/ rows: fused vs at::add + our norm vs at::add +
+// ATen's norm; the expected gain is the 2-3 tensor transfers the separate add costs).
 #include <cuda_runtime.h>
 
 #include <algorithm>
