@@ -1,7 +1,11 @@
 // VocabParallelCrossEntropy on 2 and 4 forked Gloo ranks in fp64: per-token loss and the logits gradient
 // assembled from the shards equal at::cross_entropy_loss on the full logits within 1e-10 relative, with and
 // without label smoothing, over a padded vocabulary (padded columns unmasked, as Megatron, and masked with -inf
-// by the caller), and for out-of-vocab targets (-100).
+// by the caller), and for out-of-vocab targets (-100). FusedVocabParallelCrossEntropy (the FUSED backend's: the
+// fused kernels' shard pieces, their float64 reference on CPU) the same way against the single-process fused
+// reference cross entropy of the full logits, to 1e-10: label smoothing over the full vocabulary, ignore_index
+// rows, and a vocabulary that does not divide by TP (padded; the padded columns excluded via valid_vocab, one
+// rank holding only padding at TP=4).
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
@@ -16,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "megatron/core/distributed/multi_process_testing.h"
 #include "megatron/core/distributed/process_group.h"
+#include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/parallel_state/layer_assignment.h"
 #include "megatron/core/tensor_parallel/cross_entropy.h"
 #include "megatron/core/tensor_parallel/mappings.h"
@@ -102,6 +107,58 @@ void CrossEntropy(DistributedContext& ctx) {
   loss.sum().backward();
   ExpectClose(AllGatherAlong(shard.grad(), -1, g, "test"), full.softmax(-1), "-100 target grad");
 }
+
+// The fused vocab-parallel loss against the single-process fused reference (fusions/cross_entropy) on the full
+// [s, b, padded] logits with valid_vocab = vocab: loss and the gradient assembled from the shards.
+void FusedCheck(Group& g, int64_t vocab, double label_smoothing) {
+  const int64_t padded = parallel_state::PaddedVocabSize(vocab, 1, g.size());
+  const std::string what = "fused, vocab " + std::to_string(vocab) + "/" + std::to_string(padded) + " smoothing " +
+                           std::to_string(label_smoothing) + ": ";
+  const fusions::CrossEntropyParams params{/*ignore_index=*/-100, label_smoothing, /*valid_vocab=*/vocab};
+  const at::Tensor full = RandnOnAllRanks({kSeq, kBatch, padded}, 51).mul(3.0);
+  ManualSeed(52);
+  at::Tensor target = at::randint(vocab, {kSeq, kBatch}, at::TensorOptions().dtype(at::kLong));
+  target.select(1, 1).narrow(0, 0, 3).fill_(params.ignore_index);  // some ignored tokens
+  target[kSeq - 1][0] = vocab - 1;                                  // the last valid id, next to the padding
+  const at::Tensor grad_loss = RandnOnAllRanks({kSeq, kBatch}, 53);
+
+  const at::Tensor flat = full.reshape({-1, padded});
+  const at::Tensor flat_target = target.reshape({-1});
+  const fusions::CrossEntropyForwardResult ref = fusions::CrossEntropyForwardReference(flat, flat_target, params);
+  const at::Tensor ref_grad = fusions::CrossEntropyBackwardReference(
+      grad_loss.reshape({-1}), flat, flat_target, ref.lse, params, fusions::GradLogitsBuffer::kAllocate);
+
+  // TP = 1 (no group) first: the same function on the whole vocabulary.
+  const at::Tensor whole = full.clone().requires_grad_();
+  const at::Tensor whole_loss = FusedVocabParallelCrossEntropy(whole, target, nullptr, params);
+  ExpectClose(whole_loss, ref.loss.view({kSeq, kBatch}), what + "TP=1 loss");
+  (whole_loss * grad_loss).sum().backward();
+  ExpectClose(whole.grad(), ref_grad.view(full.sizes()), what + "TP=1 logits grad");
+
+  const int64_t chunk = padded / g.size();
+  const at::Tensor shard = full.narrow(-1, g.rank() * chunk, chunk).clone().requires_grad_();
+  const at::Tensor loss = FusedVocabParallelCrossEntropy(shard, target, &g, params);
+  ASSERT_EQ(loss.scalar_type(), at::kDouble);
+  ExpectClose(loss, ref.loss.view({kSeq, kBatch}), what + "loss");
+  EXPECT_TRUE(loss.select(1, 1).narrow(0, 0, 3).eq(0).all().item<bool>()) << what << "ignored tokens: loss 0";
+  (loss * grad_loss).sum().backward();
+  const at::Tensor grad = AllGatherAlong(shard.grad(), -1, g, "test");
+  ExpectClose(grad, ref_grad.view(full.sizes()), what + "logits grad");
+  EXPECT_TRUE(grad.narrow(-1, vocab, padded - vocab).eq(0).all().item<bool>()) << what << "padding: no gradient";
+}
+
+void FusedCrossEntropy(DistributedContext& ctx) {
+  at::set_num_threads(1);
+  Group& g = ctx.world();
+  for (double smoothing : {0.0, 0.1}) {
+    FusedCheck(g, 12, smoothing);  // divides by 2 and 4: no padding
+    FusedCheck(g, 11, smoothing);  // padded to 12: the last rank's slice ends in padding
+    FusedCheck(g, 9, smoothing);   // padded to 10 (TP=2) or 12 (TP=4: rank 3 holds only padding)
+  }
+}
+
+TEST(FusedVocabParallelCrossEntropy, TwoRanks) { distributed::RunMultiProcess(2, FusedCrossEntropy); }
+TEST(FusedVocabParallelCrossEntropy, FourRanks) { distributed::RunMultiProcess(4, FusedCrossEntropy); }
 
 TEST(VocabParallelCrossEntropy, TwoRanks) { distributed::RunMultiProcess(2, CrossEntropy); }
 TEST(VocabParallelCrossEntropy, FourRanks) { distributed::RunMultiProcess(4, CrossEntropy); }

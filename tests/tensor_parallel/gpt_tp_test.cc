@@ -3,7 +3,9 @@
 // single-process model by parameter name) equal the TP=1 model built from the same seed within 1e-10
 // relative. Covered: LayerNorm + GeLU + learned positions + tied output layer, and RMSNorm + SwiGLU + RoPE +
 // GQA + untied output layer; each with and without sequence parallelism; the vocabulary is padded so it
-// divides by TP (37 tokens -> 38 / 40 rows).
+// divides by TP (37 tokens -> 38 / 40 rows). Both variants also with the FUSED backend (its CPU path: the fused
+// ops' float64 references, including the residual add + norm and the fused vocab-parallel cross entropy) against
+// the FUSED single-process model.
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Reduction.h>
@@ -40,8 +42,9 @@ constexpr int64_t kBatch = 2, kSeq = 8;
 
 enum class Variant { kGpt2Like, kLlamaLike };
 
-TransformerConfig MakeConfig(Variant variant, int tp) {
+TransformerConfig MakeConfig(Variant variant, int tp, transformer::Backend backend = transformer::Backend::kLocal) {
   TransformerConfig c;
+  c.backend = backend;
   c.num_layers = 2;
   c.hidden_size = 32;
   c.num_attention_heads = 8;
@@ -92,10 +95,13 @@ at::Tensor FullGrad(const std::string& name, const at::Tensor& shard_grad, const
   return shard_grad;  // replicated
 }
 
-void CompareWithSingleProcess(Group& g, Variant variant, bool sequence_parallel) {
+void CompareWithSingleProcess(Group& g, Variant variant, bool sequence_parallel,
+                              transformer::Backend backend = transformer::Backend::kLocal) {
   const std::string what = std::string(variant == Variant::kLlamaLike ? "llama-like" : "gpt2-like") +
-                           (sequence_parallel ? " SP" : "") + " TP=" + std::to_string(g.size()) + ": ";
-  const TransformerConfig config = MakeConfig(variant, g.size());
+                           (sequence_parallel ? " SP" : "") +
+                           (backend == transformer::Backend::kFused ? " FUSED" : "") + " TP=" +
+                           std::to_string(g.size()) + ": ";
+  const TransformerConfig config = MakeConfig(variant, g.size(), backend);
   std::unique_ptr<GPTModel> ref = Build(config, {});
   std::unique_ptr<GPTModel> tp = Build(config, {&g, sequence_parallel});
   ASSERT_TRUE(ref != nullptr && tp != nullptr) << what;
@@ -142,6 +148,9 @@ void GptTensorParallel(DistributedContext& ctx) {
   for (Variant variant : {Variant::kGpt2Like, Variant::kLlamaLike}) {
     for (bool sp : {false, true}) CompareWithSingleProcess(ctx.world(), variant, sp);
   }
+  CompareWithSingleProcess(ctx.world(), Variant::kGpt2Like, /*sequence_parallel=*/true, transformer::Backend::kFused);
+  CompareWithSingleProcess(ctx.world(), Variant::kLlamaLike, /*sequence_parallel=*/false,
+                           transformer::Backend::kFused);
 }
 
 void DivisibilityErrors(DistributedContext& ctx) {

@@ -1,11 +1,14 @@
 #include "megatron/core/tensor_parallel/cross_entropy.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/exp.h>
 #include <ATen/ops/stack.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdint>
+#include <vector>
 
+#include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/tensor_parallel/mappings.h"
 
 namespace megatron::tensor_parallel {
@@ -89,6 +92,70 @@ struct VocabParallelCrossEntropyFunction : public torch::autograd::Function<Voca
   }
 };
 
+constexpr const char* kFusedWhat = "fused_vocab_parallel_cross_entropy";
+
+struct FusedVocabParallelCrossEntropyFunction
+    : public torch::autograd::Function<FusedVocabParallelCrossEntropyFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& logits_shard,
+                            const at::Tensor& target, Group* group, int64_t ignore_index, double label_smoothing,
+                            int64_t valid_vocab) {
+    const bool parallel = IsParallel(group);
+    const int64_t tp = parallel ? group->size() : 1;
+    const int64_t rank = parallel ? group->rank() : 0;
+    const int64_t width = logits_shard.size(-1);
+    const at::Tensor logits = logits_shard.reshape({-1, width}).contiguous();
+    const at::Tensor flat_target = target.reshape({-1}).contiguous();
+    const fusions::VocabShard shard{rank * width, width * tp};
+    const fusions::CrossEntropyParams params{ignore_index, label_smoothing, valid_vocab};
+
+    // 1. The local pass: [3, n] = shard lse, target logit (0 off this slice), sum of logits.
+    const at::Tensor partials = fusions::CrossEntropyShardPartials(logits, flat_target, shard, params);
+    at::Tensor lse = partials[0];
+    at::Tensor target_logit = partials[1];
+    at::Tensor sum_logits = partials[2];
+    if (parallel) {
+      // 2. lse = M + log Σ_r exp(lse_r − M). A slice of only padding has lse_r = −inf and adds exp(−inf) = 0.
+      at::Tensor max_lse = partials[0].clone();
+      AllReduceInPlace(max_lse, *group, ReduceOp::kMax, kFusedWhat);
+      at::Tensor sums = at::stack({at::exp(partials[0] - max_lse), partials[1], partials[2]}).contiguous();
+      AllReduceInPlace(sums, *group, ReduceOp::kSum, kFusedWhat);
+      lse = max_lse + sums[0].log();
+      target_logit = sums[1];
+      sum_logits = sums[2];
+    }
+    // 3. The loss with the full vocabulary's K.
+    const at::Tensor loss =
+        fusions::CrossEntropyLossFromStats(lse, target_logit, sum_logits, flat_target, shard.full_vocab, params);
+
+    ctx->save_for_backward({logits, flat_target, lse.contiguous()});
+    ctx->saved_data["shard_start"] = shard.start;
+    ctx->saved_data["full_vocab"] = shard.full_vocab;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["label_smoothing"] = label_smoothing;
+    ctx->saved_data["valid_vocab"] = valid_vocab;
+    return loss.view(target.sizes());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& logits = saved[0];
+    const at::Tensor& target = saved[1];
+    const at::Tensor& lse = saved[2];
+    const fusions::VocabShard shard{ctx->saved_data["shard_start"].toInt(), ctx->saved_data["full_vocab"].toInt()};
+    const fusions::CrossEntropyParams params{ctx->saved_data["ignore_index"].toInt(),
+                                             ctx->saved_data["label_smoothing"].toDouble(),
+                                             ctx->saved_data["valid_vocab"].toInt()};
+    const at::Tensor grad_loss = grads[0].reshape({-1}).to(lse.scalar_type()).contiguous();
+    const at::Tensor grad = fusions::CrossEntropyShardBackward(grad_loss, logits, target, lse, shard, params,
+                                                               fusions::GradLogitsBuffer::kAllocate);
+    // Shaped like the logits shard ([..., V/tp]); inputs after the first get no gradient.
+    std::vector<int64_t> shape(grads[0].sizes().begin(), grads[0].sizes().end());
+    shape.push_back(logits.size(1));
+    return {grad.view(shape), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 at::Tensor VocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::Tensor& target, Group* group,
@@ -102,6 +169,17 @@ at::Tensor VocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::T
   TORCH_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0, kWhat, ": label_smoothing must be in [0, 1), got ",
               label_smoothing);
   return VocabParallelCrossEntropyFunction::apply(logits_shard, target, group, label_smoothing);
+}
+
+at::Tensor FusedVocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::Tensor& target, Group* group,
+                                          const fusions::CrossEntropyParams& params) {
+  TORCH_CHECK(logits_shard.defined() && target.defined(), kFusedWhat, ": logits and target must be defined");
+  TORCH_CHECK(target.scalar_type() == at::kLong, kFusedWhat, ": target must be int64, got ", target.scalar_type());
+  TORCH_CHECK(logits_shard.dim() == target.dim() + 1 &&
+                  logits_shard.sizes().slice(0, target.dim()) == target.sizes(),
+              kFusedWhat, ": logits ", logits_shard.sizes(), " must be target ", target.sizes(), " plus a vocab dim");
+  return FusedVocabParallelCrossEntropyFunction::apply(logits_shard, target, group, params.ignore_index,
+                                                       params.label_smoothing, params.valid_vocab);
 }
 
 }  // namespace megatron::tensor_parallel

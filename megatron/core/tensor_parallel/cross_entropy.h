@@ -36,10 +36,32 @@
 #include <ATen/core/Tensor.h>
 
 #include "megatron/core/distributed/process_group.h"
+#include "megatron/core/fusions/cross_entropy/cross_entropy_params.h"
 
 namespace megatron::tensor_parallel {
 
 at::Tensor VocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::Tensor& target,
                                      distributed::Group* group, double label_smoothing = 0.0);
+
+// The fused vocab-parallel cross entropy (the FUSED backend's; fusions/cross_entropy's kernels on CUDA tensors,
+// its float64 reference on CPU tensors): the same sharding, without an fp32 copy of the logits.
+//   1. One pass over the local logits (CrossEntropyShardPartials) gives per row the shard's log-sum-exp lse_r, the
+//      target's logit where the target falls in this rank's slice (else 0) and the shard's sum of logits.
+//   2. All-reduce MAX of lse_r (M), then one all-reduce SUM of [exp(lse_r − M), target logit, sum of logits]:
+//      lse = M + log Σ — two small collectives on [n] and [3, n], never on [n, V].
+//   3. loss from (lse, target logit, sum) with the full vocabulary's K (CrossEntropyLossFromStats).
+//   Backward: CrossEntropyShardBackward recomputes the softmax from the saved global lse straight into a fresh
+//   gradient in the logits' dtype; no collective (the loss is replicated, each rank owns its columns' gradient).
+// Semantics are those of the single-process fused loss (fusions/cross_entropy/cross_entropy.h), not Megatron's:
+// PyTorch's label smoothing with the mean over the FULL valid vocabulary; rows whose target is
+// params.ignore_index get loss 0 and no gradient; columns >= params.valid_vocab (of the full, padded vocabulary;
+// 0: none) are excluded as if -inf, wherever they lie; a target outside [0, K) is an error on CPU and NaN on CUDA.
+// So the loss and the assembled gradient do not depend on TP: at TP = 1, 2 and 4 they equal CrossEntropyForward /
+// Backward of the full logits (tests/tensor_parallel/cross_entropy_test.cc, to 1e-10 in float64).
+// logits_shard [..., V/tp] contiguous or not (flattened to [n, V/tp]), the same width on every rank; float32,
+// bfloat16 or float16 on CUDA, also float64 on CPU. target int64 shaped like logits without the last dim. The loss
+// is float32 (float64 for float64 logits), target's shape. group nullptr or of size 1: the single-process loss.
+at::Tensor FusedVocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::Tensor& target,
+                                          distributed::Group* group, const fusions::CrossEntropyParams& params = {});
 
 }  // namespace megatron::tensor_parallel

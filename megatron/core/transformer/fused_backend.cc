@@ -2,6 +2,7 @@
 
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "megatron/core/fusions/activation/activation.h"
@@ -10,6 +11,7 @@
 #include "megatron/core/fusions/cross_entropy/cross_entropy.h"
 #include "megatron/core/fusions/norm/norm.h"
 #include "megatron/core/fusions/rope/rope.h"
+#include "megatron/core/tensor_parallel/cross_entropy.h"
 
 namespace megatron::transformer {
 namespace {
@@ -56,6 +58,53 @@ struct FusedRMSNormFunction : public torch::autograd::Function<FusedRMSNormFunct
     fusions::NormBackwardResult g = fusions::NormBackward(grad_outputs[0].contiguous(), s[0], s[1], at::Tensor(),
                                                           s[2], Params(true, ctx->saved_data["eps"].toDouble()));
     return {g.dx, g.dgamma, at::Tensor()};
+  }
+};
+
+// Residual add + norm (fusions/norm's ResidualAddNormForward): outputs y = norm(x + residual) and h = x + residual;
+// the backward gets dy and dh (h's gradient from the next residual add; undefined if h had no other use) and
+// returns dx = dresidual = norm backward + dh from one kernel.
+at::Tensor DefinedOrZeros(const at::Tensor& grad, const at::Tensor& like) {
+  return grad.defined() ? grad.contiguous() : at::zeros_like(like);
+}
+
+struct FusedResidualAddLayerNormFunction : public torch::autograd::Function<FusedResidualAddLayerNormFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& residual,
+                               const at::Tensor& gamma, const at::Tensor& beta, double eps) {
+    fusions::NormForwardResult out =
+        fusions::ResidualAddNormForward(x.contiguous(), residual.contiguous(), gamma, beta, Params(false, eps));
+    ctx->save_for_backward({out.h, gamma, out.mean, out.rstd});
+    ctx->saved_data["eps"] = eps;
+    return {out.y, out.h};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    const at::Tensor dh = grad_outputs[1].defined() ? grad_outputs[1].contiguous() : at::Tensor();
+    fusions::NormBackwardResult g =
+        fusions::ResidualAddNormBackward(DefinedOrZeros(grad_outputs[0], s[0]), dh, s[0], s[1], s[2], s[3],
+                                         Params(false, ctx->saved_data["eps"].toDouble()));
+    return {g.dx, g.dx, g.dgamma, g.dbeta, at::Tensor()};
+  }
+};
+
+struct FusedResidualAddRMSNormFunction : public torch::autograd::Function<FusedResidualAddRMSNormFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& residual,
+                               const at::Tensor& gamma, double eps) {
+    fusions::NormForwardResult out = fusions::ResidualAddNormForward(x.contiguous(), residual.contiguous(), gamma,
+                                                                     at::Tensor(), Params(true, eps));
+    ctx->save_for_backward({out.h, gamma, out.rstd});
+    ctx->saved_data["eps"] = eps;
+    return {out.y, out.h};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto s = ctx->get_saved_variables();
+    const at::Tensor dh = grad_outputs[1].defined() ? grad_outputs[1].contiguous() : at::Tensor();
+    fusions::NormBackwardResult g =
+        fusions::ResidualAddNormBackward(DefinedOrZeros(grad_outputs[0], s[0]), dh, s[0], s[1], at::Tensor(), s[2],
+                                         Params(true, ctx->saved_data["eps"].toDouble()));
+    return {g.dx, g.dx, g.dgamma, at::Tensor()};
   }
 };
 
@@ -127,6 +176,17 @@ class FusedNorm : public Norm {
                 : FusedLayerNormFunction::apply(x, weight_, bias_, eps_);
   }
 
+  // One kernel for the residual add and the norm when both addends agree in shape and dtype (the kernel's
+  // contract); otherwise (e.g. a float32 residual stream under a bf16 branch) the unfused default.
+  ResidualAddResult ResidualAddForward(const at::Tensor& x, const at::Tensor& residual) const override {
+    if (x.sizes() != residual.sizes() || x.scalar_type() != residual.scalar_type()) {
+      return Norm::ResidualAddForward(x, residual);
+    }
+    const variable_list out = rms_ ? FusedResidualAddRMSNormFunction::apply(x, residual, weight_, eps_)
+                                   : FusedResidualAddLayerNormFunction::apply(x, residual, weight_, bias_, eps_);
+    return {out[0], out[1]};
+  }
+
  private:
   double eps_;
   bool rms_;
@@ -196,6 +256,12 @@ class Fused : public BackendProvider {
   }
   at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const override {
     return FusedCrossEntropyFunction::apply(logits, labels);
+  }
+  // The fused kernels' per-shard pass, two small all-reduces, and the shard backward (tensor_parallel/
+  // cross_entropy.h): no fp32 copy of the [n, V/tp] logits. Default CrossEntropyParams, as CrossEntropy above.
+  at::Tensor VocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::Tensor& labels,
+                                       distributed::Group* tp) const override {
+    return tensor_parallel::FusedVocabParallelCrossEntropy(logits_shard, labels, tp);
   }
 };
 

@@ -2,9 +2,11 @@
 // (megatron/core/fusions) where one exists. Parameter names are the local backend's, so a checkpoint moves
 // between backends unchanged (tested).
 //
-// Today: LayerNorm / RMSNorm (fusions/norm), RoPE on q and k (fusions/rope), the MLP activation (GeLU erf/tanh and
-// SwiGLU: fusions/activation) and
-// the loss's cross entropy (fusions/cross_entropy, computed from the bf16 logits without an fp32 copy) run our
+// Today: LayerNorm / RMSNorm (fusions/norm), the pre-norm layer's residual adds fused with the norm that follows
+// them (fusions/norm's residual add + norm: Norm::ResidualAddForward), RoPE on q and k (fusions/rope), the MLP
+// activation (GeLU erf/tanh and SwiGLU: fusions/activation) and
+// the loss's cross entropy (fusions/cross_entropy, computed from the bf16 logits without an fp32 copy; with tensor
+// parallelism its vocab-parallel form, tensor_parallel::FusedVocabParallelCrossEntropy) run our
 // fused ops: CUDA kernels on GPU tensors, the float64 reference on CPU
 // tensors (exact but slow: use LOCAL on CPU). Core attention (SDPA: flash/cuDNN on GPU)
 // and ReLU / quick GeLU are the local ones.

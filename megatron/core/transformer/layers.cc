@@ -21,6 +21,7 @@
 #include <ATen/ops/zeros.h>
 
 #include "megatron/core/models/common/rotary_pos_embedding.h"
+#include "megatron/core/tensor_parallel/cross_entropy.h"
 
 namespace megatron::transformer {
 
@@ -165,6 +166,18 @@ at::Tensor BackendProvider::ApplyRotaryPosEmb(const at::Tensor& t, const at::Ten
 
 at::Tensor BackendProvider::CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const {
   return at::cross_entropy_loss(logits.to(at::kFloat), labels, /*weight=*/{}, at::Reduction::None);
+}
+
+at::Tensor BackendProvider::VocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::Tensor& labels,
+                                                      distributed::Group* tp) const {
+  return tensor_parallel::VocabParallelCrossEntropy(logits_shard, labels, tp);
+}
+
+Norm::ResidualAddResult Norm::ResidualAddForward(const at::Tensor& x, const at::Tensor& residual) const {
+  ResidualAddResult out;
+  out.h = residual + x;
+  out.y = Forward(out.h);
+  return out;
 }
 
 std::shared_ptr<const BackendProvider> LocalBackend() {

@@ -21,6 +21,10 @@
 #include "megatron/core/transformer/module.h"
 #include "megatron/core/transformer/transformer_config.h"
 
+namespace megatron::distributed {
+class Group;
+}  // namespace megatron::distributed
+
 namespace megatron::transformer {
 
 // y = x W^T + b.  weight [out_features, in_features], bias [out_features] (optional).
@@ -41,6 +45,15 @@ class Linear : public MegatronModule {
 class Norm : public MegatronModule {
  public:
   virtual at::Tensor Forward(const at::Tensor& x) const = 0;
+
+  struct ResidualAddResult {
+    at::Tensor y;  // Forward(h)
+    at::Tensor h;  // residual + x: the next residual
+  };
+  // The pre-norm layer's residual add followed by this norm: h = residual + x, y = Forward(h). The default is
+  // exactly that; the fused backend overrides it with one kernel (fusions/norm's ResidualAddNormForward), which
+  // gives the same h and y (the add is rounded once to the dtype either way).
+  virtual ResidualAddResult ResidualAddForward(const at::Tensor& x, const at::Tensor& residual) const;
 };
 
 // (x - mean) / sqrt(var + eps) * weight + bias.  weight, bias [hidden].
@@ -96,6 +109,11 @@ class BackendProvider {
   // Per-token cross entropy, fp32 [n], of logits [n, V] (any float dtype) against labels [n] (int64).
   // Local: fp32 logits then ATen's cross entropy (Megatron's non-fused path).
   virtual at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels) const;
+  // Per-token cross entropy of vocab-parallel logits [..., V/tp] (this rank's slice of the vocabulary) against
+  // labels [...] (int64), the same on every rank of `tp`. Local: tensor_parallel::VocabParallelCrossEntropy
+  // (Megatron's algorithm, fp32 ATen ops).
+  virtual at::Tensor VocabParallelCrossEntropy(const at::Tensor& logits_shard, const at::Tensor& labels,
+                                               distributed::Group* tp) const;
 };
 
 // The provider for `config.backend`. kFused is available when //megatron/core/transformer:fused_backend is

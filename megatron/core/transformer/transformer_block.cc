@@ -53,15 +53,23 @@ at::Tensor TransformerLayer::Forward(const at::Tensor& x, const at::Tensor& rota
     }
     return post_mlp_layernorm_->Forward(h + at::dropout(mlp_->Forward(h), p, train));
   }
-  at::Tensor h = x + at::dropout(self_attention_->Forward(input_layernorm_->Forward(x), rotary_freqs, cache,
-                                                          attention_mask, attention_bias),
-                                 p, train);
+  // Each residual add inside the layer feeds the next norm: Norm::ResidualAddForward does both (one fused kernel on
+  // the fused backend) and returns the sum h as the next residual. Dropout stays a separate op on the branch, so
+  // this is exact for any hidden_dropout. The layer's last add feeds the next layer's input_layernorm (or the
+  // final layernorm), across the layer boundary: it stays a plain add.
+  const at::Tensor attention_out = at::dropout(self_attention_->Forward(input_layernorm_->Forward(x), rotary_freqs,
+                                                                        cache, attention_mask, attention_bias),
+                                               p, train);
+  Norm::ResidualAddResult normed;
   if (cross_attention_ != nullptr) {
-    h = h + at::dropout(cross_attention_->Forward(pre_cross_attn_layernorm_->Forward(h), cross->memory,
-                                                  cross->memory_mask),
-                        p, train);
+    normed = pre_cross_attn_layernorm_->ResidualAddForward(attention_out, x);
+    const at::Tensor cross_out =
+        at::dropout(cross_attention_->Forward(normed.y, cross->memory, cross->memory_mask), p, train);
+    normed = pre_mlp_layernorm_->ResidualAddForward(cross_out, normed.h);
+  } else {
+    normed = pre_mlp_layernorm_->ResidualAddForward(attention_out, x);
   }
-  return h + at::dropout(mlp_->Forward(pre_mlp_layernorm_->Forward(h)), p, train);
+  return normed.h + at::dropout(mlp_->Forward(normed.y), p, train);
 }
 
 TransformerBlock::LayerList::LayerList(const TransformerConfig& config,

@@ -1,7 +1,7 @@
 // The ATen glue of the CUDA cross-entropy kernels: checks inputs, allocates outputs (caching allocator, the
 // logits' device), calls the launchers of cross_entropy_kernel.h on the current stream of that device,
 // TORCH_CHECKs their cudaError_t, and registers itself as the CUDA implementation of CrossEntropyForward /
-// CrossEntropyBackward (cross_entropy.h) before main runs.
+// CrossEntropyBackward and of the vocabulary-shard pieces (cross_entropy.h) before main runs.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -53,6 +53,7 @@ CrossEntropyForwardResult CudaCrossEntropyForward(const at::Tensor& logits, cons
   args.lse = out.lse.data_ptr<float>();
   args.n = n;
   args.vocab = logits.size(1);
+  args.shard = WholeVocab(args.vocab);
   args.dtype = ToKernelDtype(logits.scalar_type());
   const cudaError_t err =
       LaunchCrossEntropyForward(args, params, c10::cuda::getCurrentCUDAStream(logits.device().index()));
@@ -61,10 +62,33 @@ CrossEntropyForwardResult CudaCrossEntropyForward(const at::Tensor& logits, cons
   return out;
 }
 
-at::Tensor CudaCrossEntropyBackward(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
-                                    const at::Tensor& lse, const CrossEntropyParams& params,
-                                    GradLogitsBuffer buffer) {
-  CheckCrossEntropyBackwardInputs(grad_loss, logits, target, lse, params, /*allow_float64=*/false);
+at::Tensor CudaCrossEntropyShardPartials(const at::Tensor& logits, const at::Tensor& target, const VocabShard& shard,
+                                        const CrossEntropyParams& params) {
+  CheckCrossEntropyShardInputs(logits, target, shard, params, /*allow_float64=*/false);
+  CheckKernelLimits(logits);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int64_t n = logits.size(0);
+  at::Tensor partials = at::empty({3, n}, logits.options().dtype(at::kFloat));
+  CrossEntropyForwardArgs args;
+  args.logits = logits.data_ptr();
+  args.target = target.data_ptr<int64_t>();
+  args.partials = partials.data_ptr<float>();
+  args.n = n;
+  args.vocab = logits.size(1);
+  args.shard = shard;
+  args.dtype = ToKernelDtype(logits.scalar_type());
+  const cudaError_t err =
+      LaunchCrossEntropyForward(args, params, c10::cuda::getCurrentCUDAStream(logits.device().index()));
+  TORCH_CHECK(err == cudaSuccess, "CUDA cross-entropy shard partials (logits ", logits.sizes(), " ",
+              logits.scalar_type(), ", shard start ", shard.start, " of ", shard.full_vocab,
+              "): ", cudaGetErrorString(err));
+  return partials;
+}
+
+at::Tensor CudaCrossEntropyShardBackward(const at::Tensor& grad_loss, const at::Tensor& logits,
+                                         const at::Tensor& target, const at::Tensor& lse, const VocabShard& shard,
+                                         const CrossEntropyParams& params, GradLogitsBuffer buffer) {
+  CheckCrossEntropyShardBackwardInputs(grad_loss, logits, target, lse, shard, params, /*allow_float64=*/false);
   CheckKernelLimits(logits);
   const c10::cuda::CUDAGuard guard(logits.device());
   // In place: the returned tensor is `logits` itself (same storage, same data pointer).
@@ -77,6 +101,7 @@ at::Tensor CudaCrossEntropyBackward(const at::Tensor& grad_loss, const at::Tenso
   args.grad_logits = grad.data_ptr();
   args.n = logits.size(0);
   args.vocab = logits.size(1);
+  args.shard = shard;
   args.dtype = ToKernelDtype(logits.scalar_type());
   const cudaError_t err =
       LaunchCrossEntropyBackward(args, params, c10::cuda::getCurrentCUDAStream(logits.device().index()));
@@ -85,9 +110,17 @@ at::Tensor CudaCrossEntropyBackward(const at::Tensor& grad_loss, const at::Tenso
   return grad;
 }
 
+at::Tensor CudaCrossEntropyBackward(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+                                    const at::Tensor& lse, const CrossEntropyParams& params,
+                                    GradLogitsBuffer buffer) {
+  CheckCrossEntropyBackwardInputs(grad_loss, logits, target, lse, params, /*allow_float64=*/false);
+  return CudaCrossEntropyShardBackward(grad_loss, logits, target, lse, WholeVocab(logits.size(1)), params, buffer);
+}
+
 // Static registration (see cross_entropy.h); the BUILD target is alwayslink so the linker keeps this object.
 const bool kRegistered = [] {
   RegisterCudaCrossEntropyImpl(&CudaCrossEntropyForward, &CudaCrossEntropyBackward);
+  RegisterCudaCrossEntropyShardImpl(&CudaCrossEntropyShardPartials, &CudaCrossEntropyShardBackward);
   return true;
 }();
 

@@ -2,11 +2,15 @@
 // element of loss, lse and the gradient against the float64 reference (cross_entropy_reference.cc) on the same
 // inputs, for every dtype, awkward vocabularies with and without padding, label smoothing, ignored rows,
 // misaligned (scalar-path) inputs, in place and out of place; plus -inf logits, out-of-range targets (NaN by
-// contract), zero rows and float64 rejection. Skipped when the machine has no CUDA device.
+// contract), zero rows and float64 rejection; and the vocabulary-shard pieces (the tensor-parallel cross entropy's
+// kernel passes on one GPU): each shard's partials and gradient against the reference, and the shards combined as
+// the all-reduces combine them against the whole-vocabulary reference. Skipped when the machine has no CUDA
+// device.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/isnan.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -91,6 +95,75 @@ void RunCase(const Case& c, const at::Tensor& logits, const at::Tensor& target, 
   const at::Tensor grad_in_place = CrossEntropyBackward(g, x, t, got.lse, params, GradLogitsBuffer::kOverwriteLogits);
   EXPECT_EQ(grad_in_place.data_ptr(), x.data_ptr());
   EXPECT_TRUE(at::equal(grad_in_place.to(at::kCPU), grad.to(at::kCPU))) << "in place differs from out of place";
+}
+
+// Shards of the full vocabulary as tensor parallelism makes them (equal widths; the last ones may hold only
+// padding), one GPU: partials and shard gradients against the reference shard by shard, and combined (max / sum,
+// as the all-reduces) against the whole-vocabulary reference.
+void RunShardCase(at::ScalarType dtype, int64_t n, int64_t vocab, int64_t valid, int tp, double smoothing,
+                  uint64_t seed) {
+  SCOPED_TRACE(testing::DtypeName(dtype) + " n " + std::to_string(n) + " V " + std::to_string(vocab) + " valid " +
+               std::to_string(valid) + " tp " + std::to_string(tp) + " smoothing " + std::to_string(smoothing));
+  ASSERT_EQ(vocab % tp, 0);
+  const int64_t width = vocab / tp;
+  const CrossEntropyParams params{kIgnore, smoothing, valid};
+  const at::Tensor logits = RandomLogits(n, vocab, seed).to(dtype);
+  const at::Tensor target = RandomTargets(n, valid, kIgnore, seed + 1);
+  const at::Tensor grad_loss = RandomGradLoss(n, seed + 2);
+  const CrossEntropyForwardResult want = CrossEntropyForwardReference(logits, target, params);
+  const at::Tensor want_grad =
+      CrossEntropyBackwardReference(grad_loss, logits, target, want.lse, params, GradLogitsBuffer::kAllocate);
+
+  const at::Tensor t = target.to(kCuda);
+  std::vector<at::Tensor> partials;
+  std::vector<at::Tensor> shards;
+  for (int r = 0; r < tp; ++r) {
+    SCOPED_TRACE("shard " + std::to_string(r));
+    const VocabShard shard{r * width, vocab};
+    const at::Tensor cpu_shard = logits.narrow(1, r * width, width).contiguous();
+    shards.push_back(cpu_shard.to(kCuda));
+    partials.push_back(CrossEntropyShardPartials(shards.back(), t, shard, params));
+    const at::Tensor want_partials = CrossEntropyShardPartialsReference(cpu_shard, target, shard, params);
+    ASSERT_EQ(partials.back().sizes(), at::IntArrayRef({3, n}));
+    // A padding-only shard's lse is -inf on both sides (AllClose rejects infinities: compare them apart).
+    if (std::isinf(want_partials[0][0].item<double>())) {
+      EXPECT_TRUE(partials.back()[0].isinf().all().item<bool>()) << "padding-only shard lse";
+    } else {
+      EXPECT_TRUE(AllClose(partials.back()[0], want_partials[0], StatsTolerance())) << "shard lse";
+    }
+    EXPECT_TRUE(AllClose(partials.back()[1], want_partials[1], ToleranceFor(at::kFloat))) << "target logit";
+    // float32 sum of up to ~25K logits of size ~3: rounding ~1e-7 relative to sum |x|.
+    EXPECT_TRUE(AllClose(partials.back()[2], want_partials[2], Tolerance{1e-5, 1e-3})) << "sum of logits";
+  }
+  const testing::WholeStats stats = testing::CombineShardPartials(partials);
+  const at::Tensor loss =
+      CrossEntropyLossFromStats(stats.lse, stats.target_logit, stats.sum_logits, t, vocab, params);
+  EXPECT_TRUE(AllClose(stats.lse, want.lse, StatsTolerance())) << "combined lse";
+  EXPECT_TRUE(AllClose(loss, want.loss, StatsTolerance())) << "loss";
+
+  std::vector<at::Tensor> grads;
+  const at::Tensor g = grad_loss.to(kCuda);
+  for (int r = 0; r < tp; ++r) {
+    grads.push_back(CrossEntropyShardBackward(g, shards[r], t, stats.lse, VocabShard{r * width, vocab}, params,
+                                              GradLogitsBuffer::kAllocate));
+  }
+  EXPECT_TRUE(AllClose(at::cat(grads, 1), want_grad, GradTolerance(dtype))) << "gradient";
+}
+
+TEST(CrossEntropyCudaTest, VocabShardsMatchReference) {
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
+  uint64_t seed = 9000;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (int tp : {2, 4}) {
+      for (double smoothing : {0.0, 0.1}) {
+        RunShardCase(dtype, 67, 50304, 50257, tp, smoothing, seed);  // GPT-2's padded vocabulary
+        RunShardCase(dtype, 33, 1000, 1000, tp, smoothing, seed + 3);
+        // 12 columns, 7 valid: with 4 shards the last holds only padding; width 3 or 6 is the scalar path.
+        RunShardCase(dtype, 9, 12, 7, tp, smoothing, seed + 6);
+        seed += 9;
+      }
+    }
+  }
 }
 
 TEST(CrossEntropyCudaTest, MatchesReferenceEveryElement) {

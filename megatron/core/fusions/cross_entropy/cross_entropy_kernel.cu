@@ -16,6 +16,15 @@
 // Columns >= valid_vocab (vocabulary padding) are skipped by a per-element column compare; packs lying wholly in
 // the padding are never loaded. Logits equal to -inf contribute 0 (masking with -inf is common).
 //
+// Vocabulary shards (tensor parallelism; cross_entropy.h, CrossEntropyShardPartials): the same forward kernel on
+// one rank's columns [start, start + V_local) of the full vocabulary; valid columns are those below the full
+// vocabulary's K (a shard may hold only padding: it reports lse = -inf and sum 0). Instead of the loss, thread 0
+// writes the row's partial statistics: the shard's lse, the target's logit when the target falls in the shard
+// (else 0) and the shard's sum of logits; the caller all-reduces them (max and sum) and forms the loss with the
+// full vocabulary's K. The backward kernel takes the global lse and the shard offset: the target's column is
+// t - start (if it lies in the shard) and label smoothing's eps / K uses the full K, so the shards' gradients are
+// exactly the columns of the unsharded gradient.
+//
 // Backward: one 256-thread block per row; each element is read once, p = exp(x - lse) recomputed from the saved
 // lse (no second reduction), the gradient formed in float32 and stored in the logits' dtype, optionally into the
 // logits' own buffer: every element is read and then written by the same thread in the same iteration, so in
@@ -107,8 +116,9 @@ __device__ __forceinline__ SoftmaxState BlockMerge(SoftmaxState v) {
 template <typename T, int kVec>
 __global__ void __launch_bounds__(kThreads)
     CrossEntropyForwardKernel(const T* __restrict__ logits, const int64_t* __restrict__ target,
-                              float* __restrict__ loss, float* __restrict__ lse, int vocab, int classes,
-                              int64_t ignore_index, float smoothing) {
+                              float* __restrict__ loss, float* __restrict__ lse, float* __restrict__ partials,
+                              int64_t n, int vocab, int classes, int64_t vocab_start, int64_t ignore_index,
+                              float smoothing) {
   const int64_t row = blockIdx.x;
   const T* xr = logits + row * vocab;
   // Packs holding at least one valid column; kVec divides vocab, so none crosses the row's end.
@@ -137,7 +147,12 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   st = BlockMerge(st);
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 && partials != nullptr) {  // a shard: its partial statistics (no valid column: lse -inf)
+    const int64_t local_t = target[row] - vocab_start;
+    partials[row] = st.m + logf(st.s);
+    partials[n + row] = local_t >= 0 && local_t < classes ? ToFloat(xr[local_t]) : 0.f;
+    partials[2 * n + row] = st.sum_x;
+  } else if (threadIdx.x == 0) {
     const float row_lse = st.m + logf(st.s);
     lse[row] = row_lse;
     const int64_t t = target[row];
@@ -161,7 +176,8 @@ template <typename T, int kVec>
 __global__ void __launch_bounds__(kThreads)
     CrossEntropyBackwardKernel(const float* __restrict__ grad_loss, const T* logits,
                                const int64_t* __restrict__ target, const float* __restrict__ lse, T* grad,
-                               int vocab, int classes, int64_t ignore_index, float smoothing) {
+                               int vocab, int classes, int64_t vocab_start, int64_t full_classes,
+                               int64_t ignore_index, float smoothing) {
   const int64_t row = blockIdx.x;
   const T* xr = logits + row * vocab;
   T* gr = grad + row * vocab;
@@ -174,11 +190,13 @@ __global__ void __launch_bounds__(kThreads)
     for (int p = threadIdx.x; p < packs; p += kThreads) StorePack<T, kVec>(gr + p * kVec, zeros);
     return;
   }
-  // An out-of-range target makes the row NaN (cross_entropy.h).
-  const float g = (t < 0 || t >= classes) ? NAN : grad_loss[row];
+  // An out-of-range target makes the row NaN (cross_entropy.h). classes: the shard's valid columns; full_classes:
+  // K of the full vocabulary (equal for a whole vocabulary); local_t: the target's column in the shard, if any.
+  const float g = (t < 0 || t >= full_classes) ? NAN : grad_loss[row];
+  const int64_t local_t = t - vocab_start;
   const float row_lse = lse[row];
   const float on_target = g * (1.f - smoothing);
-  const float uniform = g * smoothing / static_cast<float>(classes);
+  const float uniform = g * smoothing / static_cast<float>(full_classes);
 #pragma unroll 4
   for (int p = threadIdx.x; p < packs; p += kThreads) {
     if (p * kVec >= classes) {  // wholly padding: write zeros, skip the load
@@ -191,7 +209,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kVec; ++k) {
       const int c = p * kVec + k;
       float v = g * __expf(e[k] - row_lse) - uniform;
-      if (c == t) v -= on_target;
+      if (c == local_t) v -= on_target;
       e[k] = c < classes ? v : 0.f;
     }
     StorePack<T, kVec>(gr + p * kVec, e);
@@ -204,15 +222,16 @@ cudaError_t ForwardTyped(const CrossEntropyForwardArgs& a, const CrossEntropyPar
   constexpr int kVec = 16 / sizeof(T);
   const auto* logits = static_cast<const T*>(a.logits);
   const int vocab = static_cast<int>(a.vocab);
-  const int classes = static_cast<int>(EffectiveValidVocab(p, a.vocab));
+  const int classes = static_cast<int>(ShardValidColumns(p, a.shard, a.vocab));
   const auto smoothing = static_cast<float>(p.label_smoothing);
   const dim3 grid(static_cast<unsigned>(a.n));
   if (a.vocab % kVec == 0 && Aligned16(a.logits)) {
-    CrossEntropyForwardKernel<T, kVec><<<grid, kThreads, 0, stream>>>(logits, a.target, a.loss, a.lse, vocab,
-                                                                      classes, p.ignore_index, smoothing);
+    CrossEntropyForwardKernel<T, kVec><<<grid, kThreads, 0, stream>>>(
+        logits, a.target, a.loss, a.lse, a.partials, a.n, vocab, classes, a.shard.start, p.ignore_index, smoothing);
   } else {
-    CrossEntropyForwardKernel<T, 1><<<grid, kThreads, 0, stream>>>(logits, a.target, a.loss, a.lse, vocab, classes,
-                                                                   p.ignore_index, smoothing);
+    CrossEntropyForwardKernel<T, 1><<<grid, kThreads, 0, stream>>>(logits, a.target, a.loss, a.lse, a.partials, a.n,
+                                                                   vocab, classes, a.shard.start, p.ignore_index,
+                                                                   smoothing);
   }
   return cudaGetLastError();
 }
@@ -223,15 +242,18 @@ cudaError_t BackwardTyped(const CrossEntropyBackwardArgs& a, const CrossEntropyP
   const auto* logits = static_cast<const T*>(a.logits);
   auto* grad = static_cast<T*>(a.grad_logits);
   const int vocab = static_cast<int>(a.vocab);
-  const int classes = static_cast<int>(EffectiveValidVocab(p, a.vocab));
+  const int classes = static_cast<int>(ShardValidColumns(p, a.shard, a.vocab));
+  const int64_t full_classes = EffectiveValidVocab(p, a.shard.full_vocab);
   const auto smoothing = static_cast<float>(p.label_smoothing);
   const dim3 grid(static_cast<unsigned>(a.n));
   if (a.vocab % kVec == 0 && Aligned16(a.logits) && Aligned16(a.grad_logits)) {
     CrossEntropyBackwardKernel<T, kVec><<<grid, kThreads, 0, stream>>>(a.grad_loss, logits, a.target, a.lse, grad,
-                                                                       vocab, classes, p.ignore_index, smoothing);
+                                                                       vocab, classes, a.shard.start, full_classes,
+                                                                       p.ignore_index, smoothing);
   } else {
     CrossEntropyBackwardKernel<T, 1><<<grid, kThreads, 0, stream>>>(a.grad_loss, logits, a.target, a.lse, grad,
-                                                                    vocab, classes, p.ignore_index, smoothing);
+                                                                    vocab, classes, a.shard.start, full_classes,
+                                                                    p.ignore_index, smoothing);
   }
   return cudaGetLastError();
 }
@@ -241,6 +263,9 @@ cudaError_t BackwardTyped(const CrossEntropyBackwardArgs& a, const CrossEntropyP
 cudaError_t LaunchCrossEntropyForward(const CrossEntropyForwardArgs& args, const CrossEntropyParams& params,
                                       cudaStream_t stream) {
   if (args.n == 0) return cudaSuccess;
+  // A whole vocabulary writes loss and lse; only a shard's partials may come from a strict part of it.
+  const bool whole = args.shard.start == 0 && args.shard.full_vocab == args.vocab;
+  if (args.partials == nullptr && !whole) return cudaErrorInvalidValue;
   switch (args.dtype) {
     case CrossEntropyDtype::kFloat32:
       return ForwardTyped<float>(args, params, stream);

@@ -14,13 +14,19 @@ namespace megatron::fusions {
 
 enum class CrossEntropyDtype { kFloat32, kBFloat16, kFloat16 };
 
+// With partials == nullptr the forward writes loss and lse of a whole vocabulary (shard must be WholeVocab(vocab));
+// otherwise it writes only the shard's per-row partial statistics (cross_entropy.h, CrossEntropyShardPartials):
+// partials[0 * n + i] the shard's log-sum-exp, [1 * n + i] the target's logit if it lies in the shard (else 0),
+// [2 * n + i] the sum of the shard's valid logits.
 struct CrossEntropyForwardArgs {
-  const void* logits = nullptr;    // [n, vocab], dtype
-  const int64_t* target = nullptr;  // [n]
-  float* loss = nullptr;           // [n]
-  float* lse = nullptr;            // [n]
+  const void* logits = nullptr;    // [n, vocab], dtype (vocab: this shard's columns)
+  const int64_t* target = nullptr;  // [n], full-vocabulary ids
+  float* loss = nullptr;           // [n]; whole vocabulary only
+  float* lse = nullptr;            // [n]; whole vocabulary only
+  float* partials = nullptr;       // [3, n]; shards only
   int64_t n = 0;
   int64_t vocab = 0;
+  VocabShard shard;
   CrossEntropyDtype dtype = CrossEntropyDtype::kFloat32;
 };
 
@@ -28,10 +34,11 @@ struct CrossEntropyBackwardArgs {
   const float* grad_loss = nullptr;  // [n]
   const void* logits = nullptr;      // [n, vocab], dtype
   const int64_t* target = nullptr;   // [n]
-  const float* lse = nullptr;        // [n]
+  const float* lse = nullptr;        // [n], over the full vocabulary
   void* grad_logits = nullptr;       // [n, vocab], dtype; may equal logits (in place), must not partially overlap
   int64_t n = 0;
   int64_t vocab = 0;
+  VocabShard shard;                  // WholeVocab(vocab) for the single-process loss
   CrossEntropyDtype dtype = CrossEntropyDtype::kFloat32;
 };
 

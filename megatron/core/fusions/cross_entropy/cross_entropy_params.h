@@ -25,4 +25,23 @@ inline int64_t EffectiveValidVocab(const CrossEntropyParams& params, int64_t voc
   return params.valid_vocab == 0 ? vocab : params.valid_vocab;
 }
 
+// One tensor-parallel rank's slice of the vocabulary (Megatron's vocab-parallel logits): its logits [n, V_local]
+// are the columns [start, start + V_local) of the full [n, full_vocab] logits. params.valid_vocab, the target
+// and ignore_index refer to the FULL vocabulary, so label smoothing and the padding rule are those of the
+// unsharded loss and results do not depend on the number of shards.
+struct VocabShard {
+  int64_t start = 0;       // the shard's first column in the full vocabulary
+  int64_t full_vocab = 0;  // V of the full (padded) vocabulary, >= start + V_local
+};
+
+// The shard covering a whole [n, vocab] tensor (the single-process loss).
+inline VocabShard WholeVocab(int64_t vocab) { return VocabShard{0, vocab}; }
+
+// How many of the shard's V_local columns are valid classes (the rest is vocabulary padding): K - start,
+// clamped to [0, V_local], with K = EffectiveValidVocab(params, shard.full_vocab).
+inline int64_t ShardValidColumns(const CrossEntropyParams& params, const VocabShard& shard, int64_t local_vocab) {
+  const int64_t k = EffectiveValidVocab(params, shard.full_vocab) - shard.start;
+  return k < 0 ? 0 : (k > local_vocab ? local_vocab : k);
+}
+
 }  // namespace megatron::fusions

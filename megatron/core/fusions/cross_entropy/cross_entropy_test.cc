@@ -1,10 +1,13 @@
 // CPU tests of the cross-entropy contract: the float64 reference against ATen's own cross_entropy_loss
 // (reduction none, ignore_index, label_smoothing) and its autograd gradient, against finite differences in
 // float64, on awkward vocabularies with and without padding, every supported dtype; plus the in-place backward,
-// zero rows and input checks. The CUDA kernels are tested in cross_entropy_gpu_test.cc.
+// zero rows and input checks; the vocabulary-shard pieces (partials, loss from statistics, shard backward) over
+// uneven splits with padding-only shards against the whole-vocabulary reference. The CUDA kernels are tested in
+// cross_entropy_gpu_test.cc.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Reduction.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/equal.h>
@@ -190,6 +193,92 @@ TEST(CrossEntropyReferenceTest, ZeroRows) {
   const at::Tensor grad = CrossEntropyBackward(at::empty({0}, at::TensorOptions().dtype(at::kFloat)), logits, target,
                                                fwd.lse, params, GradLogitsBuffer::kAllocate);
   EXPECT_EQ(grad.sizes(), logits.sizes());
+}
+
+// Splits of a full vocabulary [0, V) into contiguous shards: even, uneven, and (with padding) shards holding only
+// padding columns.
+std::vector<std::vector<int64_t>> ShardSplits(int64_t vocab) {
+  std::vector<std::vector<int64_t>> splits = {{vocab}};  // one shard: the whole vocabulary
+  if (vocab >= 2) splits.push_back({vocab / 2, vocab - vocab / 2});
+  if (vocab >= 4) splits.push_back({1, vocab / 4, vocab - 1 - vocab / 4});
+  if (vocab % 4 == 0) splits.push_back({vocab / 4, vocab / 4, vocab / 4, vocab / 4});
+  return splits;
+}
+
+// The shard pieces, combined as the tensor-parallel all-reduces combine them, give the whole-vocabulary
+// reference's loss and lse, and the shards' gradients are its columns: float64, to 1e-12.
+TEST(CrossEntropyShardTest, ShardsCombineToTheWholeVocabulary) {
+  uint64_t seed = 700;
+  const testing::Tolerance tight{1e-12, 1e-12};
+  for (int64_t vocab : {12L, 13L, 40L}) {
+    for (int64_t valid : {vocab, vocab - 5}) {  // V 12, valid 7, four shards: the last holds only padding
+      for (double smoothing : {0.0, 0.1}) {
+        for (const std::vector<int64_t>& split : ShardSplits(vocab)) {
+          std::string what = "V " + std::to_string(vocab) + " valid " + std::to_string(valid) + " smoothing " +
+                             std::to_string(smoothing) + " shards";
+          for (int64_t w : split) what += " " + std::to_string(w);
+          SCOPED_TRACE(what);
+          const int64_t n = 7;
+          const CrossEntropyParams params{kIgnore, smoothing, valid};
+          const at::Tensor logits = RandomLogits(n, vocab, seed++).to(at::kDouble);
+          const at::Tensor target = RandomTargets(n, valid, kIgnore, seed++);
+          const at::Tensor grad_loss = RandomGradLoss(n, seed++).to(at::kDouble);
+          const CrossEntropyForwardResult whole = CrossEntropyForwardReference(logits, target, params);
+          const at::Tensor whole_grad = CrossEntropyBackwardReference(grad_loss, logits, target, whole.lse, params,
+                                                                      GradLogitsBuffer::kAllocate);
+          std::vector<at::Tensor> partials;
+          int64_t start = 0;
+          for (int64_t width : split) {
+            const VocabShard shard{start, vocab};
+            partials.push_back(
+                CrossEntropyShardPartials(logits.narrow(1, start, width).contiguous(), target, shard, params));
+            start += width;
+          }
+          const testing::WholeStats stats = testing::CombineShardPartials(partials);
+          EXPECT_TRUE(AllClose(stats.lse, whole.lse, tight)) << "lse";
+          const at::Tensor loss =
+              CrossEntropyLossFromStats(stats.lse, stats.target_logit, stats.sum_logits, target, vocab, params);
+          EXPECT_TRUE(AllClose(loss, whole.loss, tight)) << "loss";
+          std::vector<at::Tensor> grads;
+          start = 0;
+          for (int64_t width : split) {
+            grads.push_back(CrossEntropyShardBackward(grad_loss, logits.narrow(1, start, width).contiguous(), target,
+                                                      stats.lse, VocabShard{start, vocab}, params,
+                                                      GradLogitsBuffer::kAllocate));
+            start += width;
+          }
+          EXPECT_TRUE(AllClose(at::cat(grads, 1), whole_grad, tight)) << "grad";
+        }
+      }
+    }
+  }
+}
+
+TEST(CrossEntropyShardTest, PaddingOnlyShardReportsNegativeInfinity) {
+  const at::Tensor logits = RandomLogits(3, 4, 80).to(at::kDouble);
+  const at::Tensor target = at::tensor({0L, 2L, kIgnore});
+  // Full vocabulary 8 with 4 valid classes: the shard [4, 8) is all padding.
+  const CrossEntropyParams params{kIgnore, 0.1, 4};
+  const at::Tensor partials = CrossEntropyShardPartials(logits, target, VocabShard{4, 8}, params);
+  EXPECT_TRUE(partials[0].eq(-std::numeric_limits<double>::infinity()).all().item<bool>());
+  EXPECT_TRUE(partials[1].eq(0).all().item<bool>());
+  EXPECT_TRUE(partials[2].eq(0).all().item<bool>());
+  const at::Tensor grad = CrossEntropyShardBackward(at::ones({3}, at::kDouble), logits, target,
+                                                    at::zeros({3}, at::kDouble), VocabShard{4, 8}, params,
+                                                    GradLogitsBuffer::kAllocate);
+  EXPECT_TRUE(grad.eq(0).all().item<bool>()) << "padding columns get no gradient";
+}
+
+TEST(CrossEntropyShardTest, RejectsShardsOutsideTheVocabulary) {
+  const at::Tensor logits = RandomLogits(2, 4, 90);
+  const at::Tensor target = at::tensor({0L, 1L});
+  const CrossEntropyParams params;
+  EXPECT_THROW(CrossEntropyShardPartials(logits, target, VocabShard{6, 8}, params), c10::Error);   // past the end
+  EXPECT_THROW(CrossEntropyShardPartials(logits, target, VocabShard{-1, 8}, params), c10::Error);  // negative
+  EXPECT_THROW(CrossEntropyShardPartials(logits, target, VocabShard{0, 8}, CrossEntropyParams{-100, 0.0, 9}),
+               c10::Error);  // valid_vocab beyond the full vocabulary
+  EXPECT_THROW(CrossEntropyShardPartials(logits, at::tensor({0L, 8L}), VocabShard{0, 8}, params),
+               c10::Error);  // target outside the full vocabulary
 }
 
 TEST(CrossEntropyInputTest, RejectsBadInputs) {

@@ -5,8 +5,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/amax.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/log.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/sum.h>
 #include <gtest/gtest.h>
 
 #include "megatron/core/fusions/testing/all_close.h"
@@ -64,5 +69,21 @@ inline at::Tensor RandomGradLoss(int64_t n, uint64_t seed) {
   return at::randn({n}, gen, at::TensorOptions().dtype(at::kFloat));
 }
 
+// The statistics of the whole vocabulary from every shard's CrossEntropyShardPartials ([3, n] each), combined as
+// the tensor-parallel all-reduces do (tensor_parallel::FusedVocabParallelCrossEntropy): M = max of the shards'
+// lse, lse = M + log sum exp(lse_r - M); target logit and sum of logits summed.
+struct WholeStats {
+  at::Tensor lse, target_logit, sum_logits;  // [n] each
+};
+inline WholeStats CombineShardPartials(const std::vector<at::Tensor>& partials) {
+  const at::Tensor all = at::stack(partials);  // [shards, 3, n]
+  const at::Tensor shard_lse = all.select(1, 0);
+  const at::Tensor m = at::amax(shard_lse, {0});
+  WholeStats out;
+  out.lse = m + at::log(at::exp(shard_lse - m).sum({0}));
+  out.target_logit = all.select(1, 1).sum({0});
+  out.sum_logits = all.select(1, 2).sum({0});
+  return out;
+}
 
 }  // namespace megatron::fusions::testing

@@ -1,5 +1,7 @@
 // Benchmarks of the CUDA norm kernels against a device-to-device copy and ATen's eager kernels, bf16, shapes
-// 16384 x 4096 and 4096 x 1024, forward and backward, RMSNorm and LayerNorm.
+// 16384 x 4096 and 4096 x 1024, forward and backward, RMSNorm and LayerNorm; and of the residual add + norm
+// ("add_norm/"): fused, against the unfused at::add + our norm ("unfused/") and at::add + ATen's norm
+// ("aten_add/"), backward likewise (our or ATen's norm backward, then at::add of dh).
 //
 // Method: each kernel is validated once against the float64 reference (first 64 rows; the whole tensor for the
 // small shape) before it is timed; then warm-up iterations; every timed iteration uses the next of several input
@@ -14,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_fused_rms_norm.h>
 #include <ATen/ops/_fused_rms_norm_backward.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/native_layer_norm.h>
 #include <ATen/ops/native_layer_norm_backward.h>
@@ -163,6 +166,129 @@ void BM_Norm(benchmark::State& state, NormKind kind, Direction dir, Impl impl, S
   benchmarks::TimeLoop(state, launch, bytes);
 }
 
+// ---- Residual add + norm ----
+
+enum class AddImpl { kFused, kUnfused, kAten };
+
+// Minimum bytes of the fused op: forward reads x and residual and writes h and y; backward reads dy, dh and h and
+// writes dx (plus statistics and gamma/beta as OpBytes).
+int64_t AddNormBytes(NormKind kind, Direction dir, Shape s) {
+  return OpBytes(kind, dir, s) + 2 * s.rows * s.hidden * 2;
+}
+
+void BM_D2DCopyAddNorm(benchmark::State& state, NormKind kind, Direction dir, Shape shape) {
+  benchmarks::BM_D2DCopy(state, AddNormBytes(kind, dir, shape));
+}
+
+struct AddBufferSet {
+  at::Tensor x, residual, dy, dh, gamma, beta;  // inputs
+  at::Tensor h, mean, rstd;                      // forward outputs the backward reads
+};
+
+void BM_AddNorm(benchmark::State& state, NormKind kind, Direction dir, AddImpl impl, Shape shape) {
+  const bool layer_norm = kind == NormKind::kLayerNorm;
+  const NormParams params{kind, kEps, false};
+  const int64_t bytes = AddNormBytes(kind, dir, shape);
+  const int sets = benchmarks::NumBufferSets(bytes);
+  const at::TensorOptions bf16 = at::TensorOptions().dtype(at::kBFloat16).device(kCuda);
+  std::vector<AddBufferSet> buffers(sets);
+  for (AddBufferSet& b : buffers) {
+    b.x = at::randn({shape.rows, shape.hidden}, bf16);
+    b.residual = at::randn({shape.rows, shape.hidden}, bf16);
+    b.dy = at::randn({shape.rows, shape.hidden}, bf16);
+    b.dh = at::randn({shape.rows, shape.hidden}, bf16);
+    b.gamma = at::randn({shape.hidden}, bf16);
+    if (layer_norm) b.beta = at::randn({shape.hidden}, bf16);
+    if (impl != AddImpl::kAten) {
+      const NormForwardResult f = ResidualAddNormForward(b.x, b.residual, b.gamma, b.beta, params);
+      b.h = f.h;
+      b.mean = f.mean;
+      b.rstd = f.rstd;
+    } else {
+      b.h = at::add(b.x, b.residual);
+      if (layer_norm) {
+        auto [y, mean, rstd] = at::native_layer_norm(b.h, {shape.hidden}, b.gamma, b.beta, kEps);
+        b.mean = mean;
+        b.rstd = rstd;
+      } else {
+        try {
+          b.rstd = std::get<1>(at::_fused_rms_norm(b.h, {shape.hidden}, b.gamma, kEps));
+        } catch (const c10::Error& e) {
+          state.SkipWithError(("at::_fused_rms_norm unavailable: " + std::string(e.what_without_backtrace())).c_str());
+          return;
+        }
+      }
+    }
+  }
+
+  std::function<void(int)> launch;
+  if (dir == Direction::kForward) {
+    launch = [&](int i) {
+      const AddBufferSet& b = buffers[i % sets];
+      if (impl == AddImpl::kFused) {
+        benchmark::DoNotOptimize(ResidualAddNormForward(b.x, b.residual, b.gamma, b.beta, params).y.data_ptr());
+        return;
+      }
+      const at::Tensor h = at::add(b.x, b.residual);
+      at::Tensor y;
+      if (impl == AddImpl::kUnfused) {
+        y = NormForward(h, b.gamma, b.beta, params).y;
+      } else {
+        y = layer_norm ? at::layer_norm(h, {shape.hidden}, b.gamma, b.beta, kEps)
+                       : at::rms_norm(h, {shape.hidden}, b.gamma, kEps);
+      }
+      benchmark::DoNotOptimize(y.data_ptr());
+    };
+  } else {
+    launch = [&](int i) {
+      const AddBufferSet& b = buffers[i % sets];
+      at::Tensor dx;
+      if (impl == AddImpl::kFused) {
+        dx = ResidualAddNormBackward(b.dy, b.dh, b.h, b.gamma, b.mean, b.rstd, params).dx;
+      } else if (impl == AddImpl::kUnfused) {
+        dx = at::add(NormBackward(b.dy, b.h, b.gamma, b.mean, b.rstd, params).dx, b.dh);
+      } else if (layer_norm) {
+        dx = at::add(std::get<0>(at::native_layer_norm_backward(b.dy, b.h, {shape.hidden}, b.mean, b.rstd, b.gamma,
+                                                                b.beta, {true, true, true})),
+                     b.dh);
+      } else {
+        dx = at::add(std::get<0>(at::_fused_rms_norm_backward(b.dy, b.h, {shape.hidden}, b.rstd, b.gamma,
+                                                              {true, true})),
+                     b.dh);
+      }
+      benchmark::DoNotOptimize(dx.data_ptr());
+    };
+  }
+
+  // Validate the fused op once against the float64 reference (first kValidateRows rows).
+  if (impl == AddImpl::kFused) {
+    const AddBufferSet& b = buffers[0];
+    const int64_t rows = std::min<int64_t>(shape.rows, kValidateRows);
+    auto head = [&](const at::Tensor& t) { return t.narrow(0, 0, rows).to(at::kCPU); };
+    const at::Tensor gamma = b.gamma.to(at::kCPU);
+    const at::Tensor beta = b.beta.defined() ? b.beta.to(at::kCPU) : at::Tensor();
+    std::string why;
+    bool ok;
+    if (dir == Direction::kForward) {
+      const NormForwardResult got = ResidualAddNormForward(b.x, b.residual, b.gamma, b.beta, params);
+      const NormForwardResult want = ResidualAddNormForwardReference(head(b.x), head(b.residual), gamma, beta, params);
+      ok = Close(head(got.h), want.h, &why) && Close(head(got.y), want.y, &why);
+    } else {
+      const NormBackwardResult got = ResidualAddNormBackward(b.dy, b.dh, b.h, b.gamma, b.mean, b.rstd, params);
+      const NormBackwardResult want =
+          ResidualAddNormBackwardReference(head(b.dy), head(b.dh), head(b.h), gamma,
+                                           b.mean.defined() ? head(b.mean) : at::Tensor(), head(b.rstd), params);
+      ok = Close(head(got.dx), want.dx, &why);
+    }
+    if (!ok) {
+      state.SkipWithError(("validation failed: " + why).c_str());
+      return;
+    }
+  }
+
+  benchmarks::TimeLoop(state, launch, bytes);
+}
+
 void RegisterAll() {
   const std::vector<Shape> shapes = {{16384, 4096}, {4096, 1024}};
   for (const Shape& s : shapes) {
@@ -178,6 +304,26 @@ void RegisterAll() {
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("d2d_copy_same_bytes/" + suffix).c_str(), BM_D2DCopy, kind, dir, s)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+  for (const Shape& s : shapes) {
+    for (NormKind kind : {NormKind::kRMSNorm, NormKind::kLayerNorm}) {
+      for (Direction dir : {Direction::kForward, Direction::kBackward}) {
+        const std::string suffix = std::string(kind == NormKind::kRMSNorm ? "RMSNorm" : "LayerNorm") + "/" +
+                                   (dir == Direction::kForward ? "forward" : "backward") + "/bf16/" +
+                                   std::to_string(s.rows) + "x" + std::to_string(s.hidden);
+        for (auto [impl, name] : {std::pair{AddImpl::kFused, "add_norm/fused/"},
+                                  std::pair{AddImpl::kUnfused, "add_norm/unfused/"},
+                                  std::pair{AddImpl::kAten, "add_norm/aten_add/"}}) {
+          benchmark::RegisterBenchmark((name + suffix).c_str(), BM_AddNorm, kind, dir, impl, s)
+              ->UseManualTime()
+              ->Unit(benchmark::kMicrosecond);
+        }
+        benchmark::RegisterBenchmark(("add_norm/d2d_copy_same_bytes/" + suffix).c_str(), BM_D2DCopyAddNorm, kind,
+                                     dir, s)
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
       }

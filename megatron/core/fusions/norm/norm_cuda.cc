@@ -1,6 +1,7 @@
 // The ATen glue of the CUDA norm kernels: checks inputs, allocates outputs (caching allocator, x's device), calls
 // the launchers of norm_kernel.h on the current stream of x's device, TORCH_CHECKs their cudaError_t, and
-// registers itself as the CUDA implementation of NormForward/NormBackward (norm.h) before main runs.
+// registers itself as the CUDA implementation of NormForward/NormBackward and their residual-add forms (norm.h)
+// before main runs.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -39,9 +40,11 @@ int NumSms(int device) {
   return sms;
 }
 
-NormForwardResult CudaNormForward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
-                                  const NormParams& params) {
+// residual undefined: the plain norm; otherwise the residual add + norm, which also returns h.
+NormForwardResult CudaNormForward(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& gamma,
+                                  const at::Tensor& beta, const NormParams& params) {
   CheckNormForwardInputs(x, gamma, beta, params, /*allow_float64=*/false);
+  if (residual.defined()) CheckNormResidualInput(residual, x, "residual");
   TORCH_CHECK(x.is_cuda(), "CUDA norm: x must be a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const at::TensorOptions stats_options = x.options().dtype(at::kFloat);
@@ -49,9 +52,12 @@ NormForwardResult CudaNormForward(const at::Tensor& x, const at::Tensor& gamma, 
   out.y = at::empty(x.sizes(), x.options());
   out.rstd = at::empty(LeadingSizes(x), stats_options);
   if (params.kind == NormKind::kLayerNorm) out.mean = at::empty(LeadingSizes(x), stats_options);
+  if (residual.defined()) out.h = at::empty(x.sizes(), x.options());
 
   NormForwardArgs args;
   args.x = x.data_ptr();
+  args.residual = residual.defined() ? residual.data_ptr() : nullptr;
+  args.h = out.h.defined() ? out.h.data_ptr() : nullptr;
   args.gamma = gamma.data_ptr();
   args.beta = beta.defined() ? beta.data_ptr() : nullptr;
   args.y = out.y.data_ptr();
@@ -67,9 +73,12 @@ NormForwardResult CudaNormForward(const at::Tensor& x, const at::Tensor& gamma, 
   return out;
 }
 
-NormBackwardResult CudaNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& gamma,
-                                    const at::Tensor& mean, const at::Tensor& rstd, const NormParams& params) {
+// dh undefined: the plain norm's backward; otherwise dh is added to dx (the residual add + norm's backward).
+NormBackwardResult CudaNormBackward(const at::Tensor& dy, const at::Tensor& dh, const at::Tensor& x,
+                                    const at::Tensor& gamma, const at::Tensor& mean, const at::Tensor& rstd,
+                                    const NormParams& params) {
   CheckNormBackwardInputs(dy, x, gamma, mean, rstd, params, /*allow_float64=*/false);
+  if (dh.defined()) CheckNormResidualInput(dh, x, "dh");
   TORCH_CHECK(x.is_cuda(), "CUDA norm: x must be a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const int device = x.device().index();
@@ -87,6 +96,7 @@ NormBackwardResult CudaNormBackward(const at::Tensor& dy, const at::Tensor& x, c
       x.options().dtype(at::kFloat));
 
   args.dy = dy.data_ptr();
+  args.dh = dh.defined() ? dh.data_ptr() : nullptr;
   args.x = x.data_ptr();
   args.gamma = gamma.data_ptr();
   args.mean = mean.defined() ? mean.data_ptr<float>() : nullptr;

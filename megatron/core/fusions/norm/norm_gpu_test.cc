@@ -1,7 +1,8 @@
 // GPU tests of the CUDA norm kernels (norm_kernel.cu through norm_cuda.cc): every element of y, mean, rstd, dx,
 // dgamma and dbeta against the float64 reference (norm_reference.cc) on the same inputs, for both norms, every
-// x dtype, float32 and x-dtype gamma, awkward shapes, misaligned (scalar-path) inputs and zero rows. Skipped when
-// the machine has no CUDA device.
+// x dtype, float32 and x-dtype gamma, awkward shapes, misaligned (scalar-path) inputs and zero rows; the residual
+// add + norm (y, h, statistics; dx with and without an incoming dh) the same way. Skipped when the machine has no
+// CUDA device.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -91,6 +92,51 @@ void RunCase(const Case& c, uint64_t seed) {
   }
 }
 
+// The residual add + norm: y, h and the statistics against the reference's unfused add + norm, and the backward
+// (from the reference's h and statistics, with and without dh) against the reference's.
+void RunResidualCase(const Case& c, uint64_t seed) {
+  SCOPED_TRACE("residual add + " + Describe(c));
+  const NormParams params{c.kind, kEps, c.zero_centered};
+  const at::Tensor x = RandomInput({c.rows, c.hidden}, seed, /*offset=*/1.5).to(c.dtype);
+  const at::Tensor residual = RandomInput({c.rows, c.hidden}, seed + 1).to(c.dtype);
+  const at::Tensor dy = RandomInput({c.rows, c.hidden}, seed + 2).to(c.dtype);
+  const at::Tensor dh = RandomInput({c.rows, c.hidden}, seed + 3).to(c.dtype);
+  const at::Tensor gamma = RandomInput({c.hidden}, seed + 4).to(c.gamma_dtype);
+  const at::Tensor beta = c.kind == NormKind::kLayerNorm && c.with_beta
+                              ? RandomInput({c.hidden}, seed + 5).to(c.gamma_dtype)
+                              : at::Tensor();
+  const NormForwardResult ref = ResidualAddNormForwardReference(x, residual, gamma, beta, params);
+  const at::Tensor gamma_cuda = gamma.to(kCuda);
+  const at::Tensor beta_cuda = beta.defined() ? beta.to(kCuda) : at::Tensor();
+  const NormForwardResult got =
+      ResidualAddNormForward(ToCuda(x, c.misaligned), ToCuda(residual, c.misaligned), gamma_cuda, beta_cuda, params);
+  ASSERT_TRUE(got.h.defined() && got.h.is_cuda());
+  // h is one float32 add rounded to the dtype on both sides: equal up to a (rare) double-rounding ulp.
+  EXPECT_TRUE(AllClose(got.h, ref.h, ToleranceFor(c.dtype))) << "h";
+  EXPECT_TRUE(AllClose(got.y, ref.y, ToleranceFor(c.dtype))) << "y";
+  EXPECT_TRUE(AllClose(got.rstd, ref.rstd, ToleranceFor(at::kFloat))) << "rstd";
+  if (c.kind == NormKind::kLayerNorm) {
+    EXPECT_TRUE(AllClose(got.mean, ref.mean, ToleranceFor(at::kFloat))) << "mean";
+  }
+
+  const at::Tensor mean_cuda = ref.mean.defined() ? ref.mean.to(kCuda) : at::Tensor();
+  const at::Tensor h_cuda = ToCuda(ref.h, c.misaligned);
+  for (bool with_dh : {true, false}) {
+    SCOPED_TRACE(with_dh ? "with dh" : "without dh");
+    const at::Tensor dh_ref = with_dh ? dh : at::Tensor();
+    const NormBackwardResult want =
+        ResidualAddNormBackwardReference(dy, dh_ref, ref.h, gamma, ref.mean, ref.rstd, params);
+    const NormBackwardResult grads =
+        ResidualAddNormBackward(ToCuda(dy, c.misaligned), with_dh ? ToCuda(dh, c.misaligned) : at::Tensor(), h_cuda,
+                                gamma_cuda, mean_cuda, ref.rstd.to(kCuda), params);
+    EXPECT_TRUE(AllClose(grads.dx, want.dx, ToleranceFor(c.dtype))) << "dx";
+    EXPECT_TRUE(AllClose(grads.dgamma, want.dgamma, ToleranceFor(c.dtype))) << "dgamma";
+    if (c.kind == NormKind::kLayerNorm) {
+      EXPECT_TRUE(AllClose(grads.dbeta, want.dbeta, ToleranceFor(c.dtype))) << "dbeta";
+    }
+  }
+}
+
 TEST(NormCudaTest, KernelsAreRegistered) {
   EXPECT_TRUE(HasCudaNormImpl()) << "norm_cuda's static registration did not run (alwayslink missing?)";
 }
@@ -133,6 +179,27 @@ TEST(NormCudaTest, LayerNormWithoutBetaAndManyRows) {
   // 2048 rows: several row chunks per column block in the dgamma/dbeta reduction.
   RunCase({NormKind::kLayerNorm, at::kBFloat16, at::kFloat, 2048, 1024, false, /*with_beta=*/false, false}, 7000);
   RunCase({NormKind::kRMSNorm, at::kBFloat16, at::kBFloat16, 2048, 4096, true, false, false}, 7010);
+}
+
+TEST(NormCudaTest, ResidualAddMatchesReference) {
+  MEGATRON_SKIP_WITHOUT_CUDA_DEVICE();
+  uint64_t seed = 9000;
+  for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRMSNorm}) {
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      for (int64_t hidden : testing::AwkwardHiddens()) {
+        for (int64_t rows : testing::AwkwardRows()) {
+          RunResidualCase({kind, dtype, at::kFloat, rows, hidden, /*zero_centered=*/hidden == 129,
+                           /*with_beta=*/true, /*misaligned=*/false},
+                          seed);
+          seed += 6;
+        }
+      }
+      // Misaligned residual, h and gradients: the scalar path; and the block-per-row path with x-dtype gamma.
+      RunResidualCase({kind, dtype, dtype, 33, 4096, false, true, /*misaligned=*/true}, seed);
+      RunResidualCase({kind, dtype, dtype, 2048, 4096, true, false, false}, seed + 6);
+      seed += 12;
+    }
+  }
 }
 
 TEST(NormCudaTest, ZeroRowsGiveZeroGradients) {

@@ -11,6 +11,14 @@
 // a few tens of KB, so the re-reads hit L1/L2 and DRAM sees x once (the first version; caching the row in
 // registers/shared memory is the next step if the benchmark shows L1 throughput limiting).
 //
+// Residual add + norm: with a residual, the forward's first pass over the row reads x and residual, forms
+// h = x + residual rounded to T (the unfused add's value, so the backward and the caller see the same h), writes
+// h, and accumulates the statistics of the rounded h; the later passes read h back instead of x (the same thread
+// wrote those very packs, so no synchronisation) and write y. DRAM traffic is read x and residual, write h and y:
+// 4 tensors instead of the unfused 6 (add: 3; norm: 2 + its statistics' re-read of x from L2 or DRAM). The
+// backward's dx kernel adds the incoming dh (the gradient of h from its other users) before its one rounding, so
+// dx_total = dresidual is written once instead of the norm's dx plus a separate add (3 tensors more).
+//
 // Backward: dx needs two row sums, sum(dxhat) and sum(dxhat * xhat) (dxhat = dy * gamma, xhat = normalised x),
 // computed per row like the forward's statistics from the saved mean/rstd (no recomputation of the statistics),
 // then a second pass writes dx. dgamma = sum_rows(dy * xhat) and dbeta = sum_rows(dy) are column sums over all
@@ -33,6 +41,8 @@
 //                 LayerNorm fwd 21.7 us (ATen 20.1)  bwd 31.8 us (ATen 35.5)
 // The backward's gap to D2D is the column kernel's second read of dy and x (5 tensor-sized transfers instead of
 // 3); the LayerNorm forward's gap to RMSNorm is its third pass over the row (L1/L2 re-reads).
+// Residual add + norm: not measured yet (norm_benchmark's add_norm/ rows: fused vs at::add + our norm vs at::add +
+// ATen's norm; the expected gain is the 2-3 tensor transfers the separate add costs).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -99,9 +109,9 @@ constexpr int BlockThreads() {
 
 template <typename T, typename W, int kVec, int kThreadsPerRow, bool kLayerNorm>
 __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
-    NormForwardKernel(const T* __restrict__ x, const W* __restrict__ gamma, const W* __restrict__ beta,
-                      T* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t rows,
-                      int hidden, float eps, float gamma_offset) {
+    NormForwardKernel(const T* __restrict__ x, const T* __restrict__ residual, const W* __restrict__ gamma,
+                      const W* __restrict__ beta, T* __restrict__ y, T* h, float* __restrict__ mean_out,
+                      float* __restrict__ rstd_out, int64_t rows, int hidden, float eps, float gamma_offset) {
   __shared__ float2 smem[kThreadsPerRow / 32];
   const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   if (row >= rows) return;  // whole row groups only: a block-per-row grid has exactly `rows` blocks
@@ -109,13 +119,28 @@ __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
   T* yr = y + row * hidden;
   const int packs = hidden / kVec;  // the launcher guarantees kVec divides hidden
   const float inv_hidden = 1.f / static_cast<float>(hidden);
+  // Residual add + norm: the first pass forms and stores h (see the top comment); the later passes read it back.
+  // `residual` is uniform over the grid, so these branches never diverge.
+  const T* rr = residual != nullptr ? residual + row * hidden : nullptr;
+  T* hr = residual != nullptr ? h + row * hidden : nullptr;
+  auto load_first = [&](int p, float (&e)[kVec]) {
+    LoadPack<T, kVec>(xr + p * kVec, e);
+    if (rr != nullptr) {
+      float r[kVec];
+      LoadPack<T, kVec>(rr + p * kVec, r);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) e[k] = ToFloat(FromFloat<T>(e[k] + r[k]));
+      StorePack<T, kVec>(hr + p * kVec, e);  // exact: e already holds values of T
+    }
+  };
+  const T* src = rr != nullptr ? hr : xr;  // what the passes after the first read
 
   float mean = 0.f;
   if constexpr (kLayerNorm) {
     float sum = 0.f;
     for (int p = threadIdx.x; p < packs; p += kThreadsPerRow) {
       float e[kVec];
-      LoadPack<T, kVec>(xr + p * kVec, e);
+      load_first(p, e);
 #pragma unroll
       for (int k = 0; k < kVec; ++k) sum += e[k];
     }
@@ -124,7 +149,11 @@ __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
   float sum_sq = 0.f;
   for (int p = threadIdx.x; p < packs; p += kThreadsPerRow) {
     float e[kVec];
-    LoadPack<T, kVec>(xr + p * kVec, e);
+    if constexpr (kLayerNorm) {
+      LoadPack<T, kVec>(src + p * kVec, e);
+    } else {
+      load_first(p, e);
+    }
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const float d = e[k] - mean;
@@ -138,7 +167,7 @@ __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
   }
   for (int p = threadIdx.x; p < packs; p += kThreadsPerRow) {
     float e[kVec];
-    LoadPack<T, kVec>(xr + p * kVec, e);
+    LoadPack<T, kVec>(src + p * kVec, e);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const int c = p * kVec + k;
@@ -154,9 +183,10 @@ __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
 
 template <typename T, typename W, int kVec, int kThreadsPerRow, bool kLayerNorm>
 __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
-    NormBackwardDxKernel(const T* __restrict__ dy, const T* __restrict__ x, const W* __restrict__ gamma,
-                         const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
-                         int64_t rows, int hidden, float gamma_offset) {
+    NormBackwardDxKernel(const T* __restrict__ dy, const T* __restrict__ dh, const T* __restrict__ x,
+                         const W* __restrict__ gamma, const float* __restrict__ mean,
+                         const float* __restrict__ rstd, T* __restrict__ dx, int64_t rows, int hidden,
+                         float gamma_offset) {
   __shared__ float2 smem[kThreadsPerRow / 32];
   const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   if (row >= rows) return;
@@ -188,16 +218,24 @@ __global__ void __launch_bounds__(BlockThreads<kThreadsPerRow>())
   const float2 sums = RowSum2<kThreadsPerRow>(make_float2(sum_dxhat, sum_dxhat_xhat), smem);
   const float mean_dxhat = kLayerNorm ? sums.x * inv_hidden : 0.f;
   const float mean_dxhat_xhat = sums.y * inv_hidden;
+  const T* dhr = dh != nullptr ? dh + row * hidden : nullptr;  // uniform over the grid
   for (int p = threadIdx.x; p < packs; p += kThreadsPerRow) {
     float xe[kVec];
     float de[kVec];
+    float he[kVec];
     LoadPack<T, kVec>(xr + p * kVec, xe);
     LoadPack<T, kVec>(dyr + p * kVec, de);
+    if (dhr != nullptr) {
+      LoadPack<T, kVec>(dhr + p * kVec, he);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) he[k] = 0.f;
+    }
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const float dxhat = __fmul_rn(de[k], ToFloat(gamma[p * kVec + k]) + gamma_offset);
       const float xhat = (xe[k] - mu) * r;
-      xe[k] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+      xe[k] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) + he[k];
     }
     StorePack<T, kVec>(dxr + p * kVec, xe);
   }
@@ -295,18 +333,21 @@ cudaError_t LaunchForwardConfig(const NormForwardArgs& a, const NormParams& p, c
   const float gamma_offset = p.zero_centered_gamma ? 1.f : 0.f;
   const int hidden = static_cast<int>(a.hidden);
   const auto* x = static_cast<const T*>(a.x);
+  const auto* residual = static_cast<const T*>(a.residual);
   const auto* gamma = static_cast<const W*>(a.gamma);
   const auto* beta = static_cast<const W*>(a.beta);
   auto* y = static_cast<T*>(a.y);
+  auto* h = static_cast<T*>(a.h);
   if (p.kind == NormKind::kLayerNorm) {
     NormForwardKernel<T, W, kVec, kThreadsPerRow, true><<<RowGrid<kThreadsPerRow>(a.rows), RowBlock<kThreadsPerRow>(),
-                                                          0, stream>>>(x, gamma, beta, y, a.mean, a.rstd, a.rows,
-                                                                       hidden, static_cast<float>(p.eps),
-                                                                       gamma_offset);
+                                                          0, stream>>>(x, residual, gamma, beta, y, h, a.mean,
+                                                                       a.rstd, a.rows, hidden,
+                                                                       static_cast<float>(p.eps), gamma_offset);
   } else {
     NormForwardKernel<T, W, kVec, kThreadsPerRow, false><<<RowGrid<kThreadsPerRow>(a.rows),
                                                            RowBlock<kThreadsPerRow>(), 0, stream>>>(
-        x, gamma, nullptr, y, nullptr, a.rstd, a.rows, hidden, static_cast<float>(p.eps), gamma_offset);
+        x, residual, gamma, nullptr, y, h, nullptr, a.rstd, a.rows, hidden, static_cast<float>(p.eps),
+        gamma_offset);
   }
   return cudaGetLastError();
 }
@@ -316,17 +357,18 @@ cudaError_t LaunchBackwardDxConfig(const NormBackwardArgs& a, const NormParams& 
   const float gamma_offset = p.zero_centered_gamma ? 1.f : 0.f;
   const int hidden = static_cast<int>(a.hidden);
   const auto* dy = static_cast<const T*>(a.dy);
+  const auto* dh = static_cast<const T*>(a.dh);
   const auto* x = static_cast<const T*>(a.x);
   const auto* gamma = static_cast<const W*>(a.gamma);
   auto* dx = static_cast<T*>(a.dx);
   if (p.kind == NormKind::kLayerNorm) {
     NormBackwardDxKernel<T, W, kVec, kThreadsPerRow, true><<<RowGrid<kThreadsPerRow>(a.rows),
                                                              RowBlock<kThreadsPerRow>(), 0, stream>>>(
-        dy, x, gamma, a.mean, a.rstd, dx, a.rows, hidden, gamma_offset);
+        dy, dh, x, gamma, a.mean, a.rstd, dx, a.rows, hidden, gamma_offset);
   } else {
     NormBackwardDxKernel<T, W, kVec, kThreadsPerRow, false><<<RowGrid<kThreadsPerRow>(a.rows),
                                                               RowBlock<kThreadsPerRow>(), 0, stream>>>(
-        dy, x, gamma, nullptr, a.rstd, dx, a.rows, hidden, gamma_offset);
+        dy, dh, x, gamma, nullptr, a.rstd, dx, a.rows, hidden, gamma_offset);
   }
   return cudaGetLastError();
 }
@@ -334,7 +376,8 @@ cudaError_t LaunchBackwardDxConfig(const NormBackwardArgs& a, const NormParams& 
 template <typename T, typename W>
 cudaError_t ForwardTyped(const NormForwardArgs& a, const NormParams& p, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
-  const bool vectorised = a.hidden % kVec == 0 && Aligned16(a.x) && Aligned16(a.y);
+  const bool vectorised = a.hidden % kVec == 0 && Aligned16(a.x) && Aligned16(a.y) &&
+                          (a.residual == nullptr || (Aligned16(a.residual) && Aligned16(a.h)));
   const bool warp_rows = a.hidden <= kMaxWarpRowHidden;
   if (vectorised) {
     return warp_rows ? LaunchForwardConfig<T, W, kVec, 32>(a, p, stream)
@@ -349,7 +392,8 @@ cudaError_t BackwardTyped(const NormBackwardArgs& a, const NormParams& p, cudaSt
   const bool layer_norm = p.kind == NormKind::kLayerNorm;
   if (a.rows > 0) {
     constexpr int kVec = 16 / sizeof(T);
-    const bool vectorised = a.hidden % kVec == 0 && Aligned16(a.x) && Aligned16(a.dy) && Aligned16(a.dx);
+    const bool vectorised = a.hidden % kVec == 0 && Aligned16(a.x) && Aligned16(a.dy) && Aligned16(a.dx) &&
+                            (a.dh == nullptr || Aligned16(a.dh));
     const bool warp_rows = a.hidden <= kMaxWarpRowHidden;
     cudaError_t err;
     if (vectorised) {
@@ -421,6 +465,7 @@ struct BackwardFn {
 
 cudaError_t LaunchNormForward(const NormForwardArgs& args, const NormParams& params, cudaStream_t stream) {
   if (args.hidden < 1 || args.hidden > INT_MAX || args.rows < 0) return cudaErrorInvalidValue;
+  if ((args.residual == nullptr) != (args.h == nullptr)) return cudaErrorInvalidValue;  // both or neither
   if (args.rows == 0) return cudaSuccess;
   return DispatchDtypes<ForwardFn>(args, params, stream);
 }

@@ -15,10 +15,12 @@ namespace megatron::fusions {
 enum class NormDtype { kFloat32, kBFloat16, kFloat16 };
 
 struct NormForwardArgs {
-  const void* x = nullptr;      // [rows, hidden], x_dtype
-  const void* gamma = nullptr;  // [hidden], w_dtype
-  const void* beta = nullptr;   // [hidden], w_dtype; nullptr: no shift (always nullptr for RMSNorm)
-  void* y = nullptr;            // [rows, hidden], x_dtype; must not alias x
+  const void* x = nullptr;         // [rows, hidden], x_dtype
+  const void* residual = nullptr;  // [rows, hidden], x_dtype; nullptr: the plain norm of x
+  const void* gamma = nullptr;     // [hidden], w_dtype
+  const void* beta = nullptr;      // [hidden], w_dtype; nullptr: no shift (always nullptr for RMSNorm)
+  void* y = nullptr;               // [rows, hidden], x_dtype; must not alias x, residual or h
+  void* h = nullptr;               // [rows, hidden], x_dtype: x + residual; with residual only, aliasing nothing
   float* mean = nullptr;        // [rows]; LayerNorm only (nullptr for RMSNorm)
   float* rstd = nullptr;        // [rows]
   int64_t rows = 0;
@@ -29,7 +31,8 @@ struct NormForwardArgs {
 
 struct NormBackwardArgs {
   const void* dy = nullptr;     // [rows, hidden], x_dtype
-  const void* x = nullptr;      // [rows, hidden], x_dtype
+  const void* dh = nullptr;     // [rows, hidden], x_dtype; nullptr: none. Added to dx (residual add + norm)
+  const void* x = nullptr;      // [rows, hidden], x_dtype (h, for the residual add + norm)
   const void* gamma = nullptr;  // [hidden], w_dtype
   const float* mean = nullptr;  // [rows]; LayerNorm only
   const float* rstd = nullptr;  // [rows]

@@ -113,9 +113,12 @@ NormForwardResult NormForwardReference(const at::Tensor& x, const at::Tensor& ga
   return out;
 }
 
-NormBackwardResult NormBackwardReference(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& gamma,
-                                         const at::Tensor& mean, const at::Tensor& rstd, const NormParams& params) {
-  CheckNormBackwardInputs(dy, x, gamma, mean, rstd, params, /*allow_float64=*/true);
+namespace {
+
+// The backward in float64 with dh (when defined) added to dx before its one rounding to x's dtype.
+NormBackwardResult Backward64(const at::Tensor& dy, const at::Tensor& dh, const at::Tensor& x,
+                              const at::Tensor& gamma, const at::Tensor& mean, const at::Tensor& rstd,
+                              const NormParams& params) {
   const int64_t hidden = x.size(-1);
   const at::Tensor x2 = x.reshape({-1, hidden}).to(at::kDouble);
   const at::Tensor dy2 = dy.reshape({-1, hidden}).to(at::kDouble);
@@ -125,11 +128,51 @@ NormBackwardResult NormBackwardReference(const at::Tensor& dy, const at::Tensor&
   const at::Tensor dxhat = dy2 * EffectiveGamma64(gamma, params);
   at::Tensor inner = dxhat - xhat * (dxhat * xhat).mean({-1}, /*keepdim=*/true);
   if (params.kind == NormKind::kLayerNorm) inner = inner - dxhat.mean({-1}, /*keepdim=*/true);
+  at::Tensor dx = inner * r;
+  if (dh.defined()) dx = dx + dh.reshape({-1, hidden}).to(at::kDouble);
   NormBackwardResult out;
-  out.dx = (inner * r).to(x.scalar_type()).reshape(x.sizes()).contiguous();
+  out.dx = dx.to(x.scalar_type()).reshape(x.sizes()).contiguous();
   out.dgamma = (dy2 * xhat).sum({0}).to(gamma.scalar_type()).contiguous();
   if (params.kind == NormKind::kLayerNorm) out.dbeta = dy2.sum({0}).to(gamma.scalar_type()).contiguous();
   return out;
+}
+
+}  // namespace
+
+NormBackwardResult NormBackwardReference(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& gamma,
+                                         const at::Tensor& mean, const at::Tensor& rstd, const NormParams& params) {
+  CheckNormBackwardInputs(dy, x, gamma, mean, rstd, params, /*allow_float64=*/true);
+  return Backward64(dy, at::Tensor(), x, gamma, mean, rstd, params);
+}
+
+void CheckNormResidualInput(const at::Tensor& other, const at::Tensor& x, const char* what) {
+  TORCH_CHECK(other.defined(), "ResidualAddNorm: ", what, " must be defined");
+  TORCH_CHECK(other.sizes() == x.sizes() && other.scalar_type() == x.scalar_type(), "ResidualAddNorm: ", what, " (",
+              other.sizes(), " ", other.scalar_type(), ") must match x (", x.sizes(), " ", x.scalar_type(), ")");
+  TORCH_CHECK(other.is_contiguous(), "ResidualAddNorm: ", what, " must be contiguous (call .contiguous())");
+  TORCH_CHECK(other.device() == x.device(), "ResidualAddNorm: ", what, " is on ", other.device(), ", x on ",
+              x.device());
+}
+
+NormForwardResult ResidualAddNormForwardReference(const at::Tensor& x, const at::Tensor& residual,
+                                                  const at::Tensor& gamma, const at::Tensor& beta,
+                                                  const NormParams& params) {
+  CheckNormForwardInputs(x, gamma, beta, params, /*allow_float64=*/true);
+  CheckNormResidualInput(residual, x, "residual");
+  // The add in float64 is exact for float32/bf16/fp16 operands of similar magnitude, so its one rounding to x's
+  // dtype gives the value of the unfused add (ATen's and the kernel's float32 add, rounded to the dtype).
+  const at::Tensor h = (x.to(at::kDouble) + residual.to(at::kDouble)).to(x.scalar_type()).contiguous();
+  NormForwardResult out = NormForwardReference(h, gamma, beta, params);
+  out.h = h;
+  return out;
+}
+
+NormBackwardResult ResidualAddNormBackwardReference(const at::Tensor& dy, const at::Tensor& dh, const at::Tensor& h,
+                                                    const at::Tensor& gamma, const at::Tensor& mean,
+                                                    const at::Tensor& rstd, const NormParams& params) {
+  CheckNormBackwardInputs(dy, h, gamma, mean, rstd, params, /*allow_float64=*/true);
+  if (dh.defined()) CheckNormResidualInput(dh, h, "dh");
+  return Backward64(dy, dh, h, gamma, mean, rstd, params);
 }
 
 }  // namespace megatron::fusions

@@ -1,9 +1,11 @@
 // CPU tests of the norm contract: the float64 reference against ATen's own layer_norm and an RMSNorm formula,
 // backward against finite differences (float64) and against autograd through the ATen composite, on awkward shapes
-// and every supported dtype; plus input checks and dispatch. The CUDA kernels are tested in norm_gpu_test.cc.
+// and every supported dtype; the residual add + norm against the unfused add followed by the norm, and its
+// backward against finite differences; plus input checks and dispatch. The CUDA kernels are tested in norm_gpu_test.cc.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/mean.h>
 #include <ATen/ops/rsqrt.h>
@@ -206,6 +208,113 @@ TEST(NormReferenceTest, ZeroRows) {
   EXPECT_EQ(fwd.rstd.numel(), 0);
   const NormBackwardResult bwd = NormBackward(x, x, gamma, at::Tensor(), fwd.rstd, params);
   EXPECT_TRUE(AllClose(bwd.dgamma, at::zeros({8}, at::kFloat), ToleranceFor(at::kFloat)));
+}
+
+// ResidualAddNormForward (the CPU dispatch, i.e. the reference) against the unfused ATen add in x's dtype followed
+// by NormForwardReference: h and y identical (same rounded h, then the same float64 norm); the backward against
+// NormBackwardReference(dy, h).dx + dh (which rounds twice: the dtype's tolerance) and, without dh, identical.
+TEST(ResidualAddNormTest, MatchesUnfusedAddThenNorm) {
+  uint64_t seed = 900;
+  for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRMSNorm}) {
+    for (at::ScalarType dtype : Dtypes()) {
+      for (int64_t hidden : AwkwardHiddens()) {
+        for (int64_t rows : AwkwardRows()) {
+          SCOPED_TRACE(Where(kind, rows, hidden, dtype));
+          const NormParams params{kind, kEps, /*zero_centered_gamma=*/hidden == 7};
+          const at::Tensor x = RandomInput({rows, hidden}, seed++, 1.0).to(dtype);
+          const at::Tensor residual = RandomInput({rows, hidden}, seed++).to(dtype);
+          const at::Tensor gamma = RandomInput({hidden}, seed++).to(dtype);
+          const at::Tensor beta = kind == NormKind::kLayerNorm ? RandomInput({hidden}, seed++).to(dtype)
+                                                               : at::Tensor();
+          const NormForwardResult got = ResidualAddNormForward(x, residual, gamma, beta, params);
+          const at::Tensor h = at::add(x, residual);  // ATen's add in dtype: float32 arithmetic, one rounding
+          const NormForwardResult want = NormForwardReference(h, gamma, beta, params);
+          ASSERT_TRUE(got.h.defined());
+          EXPECT_EQ(got.h.scalar_type(), dtype);
+          EXPECT_TRUE(AllClose(got.h, h, ToleranceFor(at::kDouble))) << "h";
+          EXPECT_TRUE(AllClose(got.y, want.y, ToleranceFor(at::kDouble))) << "y";
+          EXPECT_TRUE(AllClose(got.rstd, want.rstd, ToleranceFor(at::kDouble))) << "rstd";
+          if (kind == NormKind::kLayerNorm) {
+            EXPECT_TRUE(AllClose(got.mean, want.mean, ToleranceFor(at::kDouble))) << "mean";
+          }
+
+          const at::Tensor dy = RandomInput({rows, hidden}, seed++).to(dtype);
+          const at::Tensor dh = RandomInput({rows, hidden}, seed++).to(dtype);
+          const NormBackwardResult unfused = NormBackwardReference(dy, h, gamma, want.mean, want.rstd, params);
+          const NormBackwardResult fused = ResidualAddNormBackward(dy, dh, got.h, gamma, got.mean, got.rstd, params);
+          EXPECT_TRUE(AllClose(fused.dx, at::add(unfused.dx, dh), ToleranceFor(dtype))) << "dx with dh";
+          EXPECT_TRUE(AllClose(fused.dgamma, unfused.dgamma, ToleranceFor(at::kDouble))) << "dgamma";
+          if (kind == NormKind::kLayerNorm) {
+            EXPECT_TRUE(AllClose(fused.dbeta, unfused.dbeta, ToleranceFor(at::kDouble))) << "dbeta";
+          }
+          const NormBackwardResult no_dh =
+              ResidualAddNormBackward(dy, at::Tensor(), got.h, gamma, got.mean, got.rstd, params);
+          EXPECT_TRUE(AllClose(no_dh.dx, unfused.dx, ToleranceFor(at::kDouble))) << "dx without dh";
+        }
+      }
+    }
+  }
+}
+
+// L = sum(y * w) + sum(h * v) (h also feeds a later residual add): dL/dx = dL/dresidual = the backward's dx with
+// dy = w and dh = v; dgamma, dbeta; by central differences in float64.
+TEST(ResidualAddNormTest, BackwardMatchesFiniteDifferences) {
+  constexpr int64_t kRows = 3;
+  constexpr int64_t kHidden = 7;
+  constexpr double kStep = 1e-6;
+  for (NormKind kind : {NormKind::kLayerNorm, NormKind::kRMSNorm}) {
+    for (bool zero_centered : {false, true}) {
+      SCOPED_TRACE(std::string(kind == NormKind::kLayerNorm ? "LayerNorm" : "RMSNorm") +
+                   (zero_centered ? " zero-centred" : ""));
+      const NormParams params{kind, kEps, zero_centered};
+      at::Tensor x = RandomInput({kRows, kHidden}, 31, 0.5).to(at::kDouble);
+      at::Tensor residual = RandomInput({kRows, kHidden}, 32).to(at::kDouble);
+      at::Tensor gamma = RandomInput({kHidden}, 33).to(at::kDouble);
+      at::Tensor beta = kind == NormKind::kLayerNorm ? RandomInput({kHidden}, 34).to(at::kDouble) : at::Tensor();
+      const at::Tensor w = RandomInput({kRows, kHidden}, 35).to(at::kDouble);
+      const at::Tensor v = RandomInput({kRows, kHidden}, 36).to(at::kDouble);
+      auto loss = [&] {
+        const NormForwardResult f = ResidualAddNormForward(x, residual, gamma, beta, params);
+        return ((f.y * w).sum() + (f.h * v).sum()).item<double>();
+      };
+      const NormForwardResult fwd = ResidualAddNormForward(x, residual, gamma, beta, params);
+      const NormBackwardResult grads = ResidualAddNormBackward(w, v, fwd.h, gamma, fwd.mean, fwd.rstd, params);
+      ASSERT_EQ(grads.dx.scalar_type(), at::kDouble);
+
+      auto check = [&](at::Tensor& param, const at::Tensor& analytic, int64_t flat) {
+        double* p = param.data_ptr<double>() + flat;
+        const double saved = *p;
+        *p = saved + kStep;
+        const double up = loss();
+        *p = saved - kStep;
+        const double down = loss();
+        *p = saved;
+        const double numeric = (up - down) / (2 * kStep);
+        const double got = analytic.reshape({-1})[flat].item<double>();
+        EXPECT_NEAR(got, numeric, 1e-6 + 1e-6 * std::abs(numeric)) << "element " << flat;
+      };
+      for (int64_t flat : {0L, 8L, 20L}) check(x, grads.dx, flat);
+      for (int64_t flat : {2L, 13L}) check(residual, grads.dx, flat);  // dresidual = dx
+      for (int64_t flat : {0L, 3L, 6L}) check(gamma, grads.dgamma, flat);
+      if (beta.defined()) {
+        for (int64_t flat : {1L, 5L}) check(beta, grads.dbeta, flat);
+      }
+    }
+  }
+}
+
+TEST(ResidualAddNormTest, RejectsBadInputs) {
+  const at::Tensor x = RandomInput({4, 8}, 80);
+  const at::Tensor gamma = RandomInput({8}, 81);
+  const NormParams rms{NormKind::kRMSNorm, kEps, false};
+  EXPECT_THROW(ResidualAddNormForward(x, RandomInput({4, 7}, 82), gamma, at::Tensor(), rms), c10::Error);
+  EXPECT_THROW(ResidualAddNormForward(x, x.to(at::kHalf), gamma, at::Tensor(), rms), c10::Error);
+  EXPECT_THROW(ResidualAddNormForward(x, at::Tensor(), gamma, at::Tensor(), rms), c10::Error);
+  const NormForwardResult fwd = ResidualAddNormForward(x, x, gamma, at::Tensor(), rms);
+  EXPECT_THROW(ResidualAddNormBackward(x, RandomInput({8, 4}, 83), fwd.h, gamma, at::Tensor(), fwd.rstd, rms),
+               c10::Error);
+  EXPECT_THROW(ResidualAddNormBackward(x, x.to(at::kBFloat16), fwd.h, gamma, at::Tensor(), fwd.rstd, rms),
+               c10::Error);
 }
 
 TEST(NormContractTest, RejectsBadInputs) {

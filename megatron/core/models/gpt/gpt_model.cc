@@ -11,7 +11,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "megatron/core/parallel_state/context_parallel.h"
-#include "megatron/core/tensor_parallel/cross_entropy.h"
 #include "megatron/core/tensor_parallel/mappings.h"
 
 namespace megatron::models {
@@ -234,8 +233,8 @@ at::Tensor GPTModel::Loss(const at::Tensor& input_ids, const at::Tensor& positio
 }
 
 at::Tensor GPTModel::LossFromLogits(const at::Tensor& logits, const at::Tensor& labels) const {
-  if (parallel_.enabled()) {  // logits [s, b, V/tp]
-    at::Tensor loss = tensor_parallel::VocabParallelCrossEntropy(logits, labels.transpose(0, 1), parallel_.tp);
+  if (parallel_.enabled()) {  // logits [s, b, V/tp]; LOCAL: Megatron's ATen algorithm, FUSED: the fused kernels
+    at::Tensor loss = backend_->VocabParallelCrossEntropy(logits, labels.transpose(0, 1), parallel_.tp);
     return loss.transpose(0, 1);  // [b, s]
   }
   // logits [s, b, V], compute dtype

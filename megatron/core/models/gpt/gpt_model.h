@@ -9,9 +9,10 @@
 //
 // Tensor parallelism: Create(config, ModelParallel{&tp_group, sequence_parallel}) builds the sharded model
 // (see transformer/model_parallel.h); config.vocab_size must divide by the TP size. The output layer's weight
-// (tied or its own) is this rank's vocab shard, the logits stay vocab-parallel and Loss uses
-// VocabParallelCrossEntropy (computed in the logits' dtype when fp32/fp64, fp32 for half types; the TP=1
-// Loss always computes in fp32); Logits gathers the vocab shards. Every rank must call Loss/Logits with the
+// (tied or its own) is this rank's vocab shard, the logits stay vocab-parallel and Loss uses the backend's
+// VocabParallelCrossEntropy (LOCAL: tensor_parallel::VocabParallelCrossEntropy, computed in the logits' dtype when
+// fp32/fp64, fp32 for half types, while the TP=1 LOCAL Loss always computes in fp32; FUSED:
+// tensor_parallel::FusedVocabParallelCrossEntropy, the fused kernels' shard pass, equal to FUSED's TP=1 loss); Logits gathers the vocab shards. Every rank must call Loss/Logits with the
 // same inputs. Without a group (or a group of size 1) the model is the single-process one, bit for bit.
 // Padded vocabulary rows (ids >= the tokenizer's vocabulary) are ordinary rows; they learn to be improbable.
 //
