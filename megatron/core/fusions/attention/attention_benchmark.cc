@@ -206,7 +206,14 @@ class SummaryReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       auto it = run.counters.find("TFLOP/s");
-      if (it != run.counters.end() && !run.error_occurred) tflops_[run.benchmark_name()] = it->second.value;
+      // benchmark_name() carries the "/manual_time" suffix of UseManualTime(); the summary looks runs up by
+      // BenchName().
+      std::string name = run.benchmark_name();
+      const std::string suffix = "/manual_time";
+      if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        name.resize(name.size() - suffix.size());
+      }
+      if (it != run.counters.end() && !run.error_occurred) tflops_[name] = it->second.value;
     }
     ConsoleReporter::ReportRuns(runs);
   }
