@@ -21,6 +21,7 @@
 #include <ATen/ops/topk.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -287,19 +288,10 @@ at::Tensor MaskedLoss(const models::multimodal::LlavaOutput& out) {
   return (out.output * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
-absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> BuildModel(const proto::LlavaRecipe& recipe,
-                                                                           LlavaData& data, bool show_progress) {
-  absl::StatusOr<models::multimodal::LlavaConfig> config =
-      LlavaConfigFromRecipe(recipe, data.tokenizer().vocab_size(), data.chat().image_token_id());
-  if (!config.ok()) return config.status();
-  if (absl::Status s = data.Configure(*config, show_progress); !s.ok()) return s;
-  tensor_parallel::ManualSeed(static_cast<uint64_t>(recipe.training().seed()));
-  return models::multimodal::LLaVAModel::Create(*config);
-}
-
 // The latest checkpoint of `dir`, loaded into the model (and optimizer/RNG when given). nullopt: none there.
 absl::StatusOr<std::optional<int64_t>> LoadLatest(const std::string& dir, models::multimodal::LLaVAModel& model,
-                                                  optimizer::AdamW* adam) {
+                                                  optimizer::AdamW* adam, bool allow_missing_projector = false,
+                                                  bool* projector_missing = nullptr) {
   absl::StatusOr<std::optional<int64_t>> latest = checkpointing::LatestIteration(dir);
   if (!latest.ok()) return latest.status();
   if (!latest->has_value()) return std::optional<int64_t>();
@@ -307,6 +299,15 @@ absl::StatusOr<std::optional<int64_t>> LoadLatest(const std::string& dir, models
       dir, **latest, adam != nullptr ? checkpointing::LoadParts::kAll : checkpointing::LoadParts::kModelOnly);
   if (!ckpt.ok()) return ckpt.status();
   const std::string where = checkpointing::IterationDirectory(dir, **latest);
+  bool missing = false;
+  if (allow_missing_projector) {
+    // Megatron's allow_missing_vision_projection_checkpoint: the projector keeps its initialisation; every other
+    // tensor is still required (the load stays strict).
+    for (const auto& [name, p] : model.NamedParameters()) {
+      if (absl::StartsWith(name, "vision_projection.")) missing |= ckpt->model.emplace(name, p.detach().cpu()).second;
+    }
+  }
+  if (projector_missing != nullptr) *projector_missing = missing;
   if (absl::Status s = model.LoadStateDict(ckpt->model, transformer::LoadMode::kStrict); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(where, "/model.safetensors: ", s.message()));
   }
@@ -320,6 +321,16 @@ absl::StatusOr<std::optional<int64_t>> LoadLatest(const std::string& dir, models
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> BuildLlavaModel(const proto::LlavaRecipe& recipe,
+                                                                                LlavaData& data, bool show_progress) {
+  absl::StatusOr<models::multimodal::LlavaConfig> config =
+      LlavaConfigFromRecipe(recipe, data.tokenizer().vocab_size(), data.chat().image_token_id());
+  if (!config.ok()) return config.status();
+  if (absl::Status s = data.Configure(*config, show_progress); !s.ok()) return s;
+  tensor_parallel::ManualSeed(static_cast<uint64_t>(recipe.training().seed()));
+  return models::multimodal::LLaVAModel::Create(*config);
+}
 
 absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, const LlavaRunOptions& options) {
   const auto& t = recipe.training();
@@ -336,7 +347,7 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
 
   absl::StatusOr<std::unique_ptr<LlavaData>> data = LlavaData::Prepare(recipe, options.base_dir, show);
   if (!data.ok()) return data.status();
-  absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> created = BuildModel(recipe, **data, show);
+  absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> created = BuildLlavaModel(recipe, **data, show);
   if (!created.ok()) return created.status();
   models::multimodal::LLaVAModel& model = **created;
 
@@ -376,8 +387,10 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
     iteration = *resumed;
     if (show) std::fprintf(stderr, "resumed from %s at iteration %lld\n", save_dir.c_str(), static_cast<long long>(iteration));
   } else if (!load_dir.empty()) {
+    bool projector_missing = false;
     absl::StatusOr<std::optional<int64_t>> r =
-        LoadLatest(load_dir, model, recipe.checkpoint().finetune() ? nullptr : &adam);
+        LoadLatest(load_dir, model, recipe.checkpoint().finetune() ? nullptr : &adam,
+                   m.allow_missing_vision_projection_checkpoint(), &projector_missing);
     if (!r.ok()) return r.status();
     if (!r->has_value()) {
       return absl::NotFoundError(absl::StrCat("checkpoint.load: no checkpoint in ", load_dir,
@@ -385,8 +398,9 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
     }
     if (!recipe.checkpoint().finetune()) iteration = **r;
     if (show) {
-      std::fprintf(stderr, "loaded %s (iteration %lld)%s\n", load_dir.c_str(), static_cast<long long>(**r),
-                   recipe.checkpoint().finetune() ? ", weights only" : "");
+      std::fprintf(stderr, "loaded %s (iteration %lld)%s%s\n", load_dir.c_str(), static_cast<long long>(**r),
+                   recipe.checkpoint().finetune() ? ", weights only" : "",
+                   projector_missing ? "; it has no projector, which keeps its fresh initialisation" : "");
     }
   }
   result.start_iteration = iteration;
@@ -503,7 +517,7 @@ absl::StatusOr<LoadedLlava> LoadLlava(const proto::LlavaRecipe& recipe, const Ll
   if (!data.ok()) return data.status();
   out.data = std::move(*data);
   absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> model =
-      BuildModel(recipe, *out.data, options.show_progress);
+      BuildLlavaModel(recipe, *out.data, options.show_progress);
   if (!model.ok()) return model.status();
   out.model = std::move(*model);
   const std::string dir = ResolvePath(options.base_dir, !recipe.checkpoint().save().empty()
@@ -512,7 +526,8 @@ absl::StatusOr<LoadedLlava> LoadLlava(const proto::LlavaRecipe& recipe, const Ll
   if (dir.empty() || dir == options.base_dir + "/") {
     return absl::InvalidArgumentError("checkpoint.save: the recipe names no checkpoint to load");
   }
-  absl::StatusOr<std::optional<int64_t>> it = LoadLatest(dir, *out.model, nullptr);
+  absl::StatusOr<std::optional<int64_t>> it =
+      LoadLatest(dir, *out.model, nullptr, recipe.model().allow_missing_vision_projection_checkpoint());
   if (!it.ok()) return it.status();
   if (!it->has_value()) {
     return absl::NotFoundError(absl::StrCat("checkpoint.save: no checkpoint in ", dir, " (train it first)"));

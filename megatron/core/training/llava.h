@@ -64,6 +64,11 @@ class LlavaData {
   std::vector<datasets::multimodal::EncodedSample> train_, valid_;
 };
 
+// The model a recipe describes, initialised from training.seed (so two builds are identical), with `data`
+// configured to match it (tokens per tile, tile size). What pretrain, sft and tools:combine_checkpoints build.
+absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> BuildLlavaModel(const proto::LlavaRecipe& recipe,
+                                                                                LlavaData& data, bool show_progress);
+
 struct LlavaRunOptions {
   std::string base_dir = ".";
   bool show_progress = true;
