@@ -141,7 +141,10 @@ absl::StatusOr<std::unique_ptr<LlavaData>> LlavaData::Prepare(const proto::Llava
   data->recipe_ = recipe;
   data->base_dir_ = base_dir;
   const std::string dir = ResolvePath(base_dir, d.dir());
-  if (!mm::ListShards(dir, d.train_prefix()).ok()) {
+  // The synthetic dataset is (re)written when the directory has no shards, or holds an earlier synthetic dataset
+  // (dataset.json) of another configuration (EnsureSyntheticDataset compares them); other data is never touched.
+  const bool has_shards = mm::ListShards(dir, d.train_prefix()).ok();
+  if (!has_shards || (d.make_synthetic() && std::filesystem::exists(dir + "/dataset.json"))) {
     if (!d.make_synthetic()) {
       return absl::NotFoundError(absl::StrCat("data.dir: no shards \"", d.train_prefix(), "-*.tar\" in ", dir,
                                               " (set data.make_synthetic=true for the embedded dataset)"));
@@ -158,8 +161,11 @@ absl::StatusOr<std::unique_ptr<LlavaData>> LlavaData::Prepare(const proto::Llava
     options.tokenizer_vocab_size = d.tokenizer_vocab_size();
     options.system_message = d.system_message();
     options.caption_prompt = d.caption_prompt();
-    if (show_progress) std::fprintf(stderr, "data: generating the synthetic shapes dataset in %s\n", dir.c_str());
-    if (absl::Status s = mm::WriteSyntheticDataset(dir, options); !s.ok()) return s;
+    bool written = false;
+    if (absl::Status s = mm::EnsureSyntheticDataset(dir, options, &written); !s.ok()) return s;
+    if (show_progress && written) {
+      std::fprintf(stderr, "data: generated the synthetic shapes dataset in %s\n", dir.c_str());
+    }
   }
   for (auto [prefix, out] : {std::pair{d.train_prefix(), &data->train_raw_}, std::pair{d.valid_prefix(), &data->valid_raw_}}) {
     absl::StatusOr<std::vector<std::string>> shards = mm::ListShards(dir, prefix);
@@ -618,14 +624,28 @@ absl::StatusOr<LlavaEvalResult> EvalLlava(const LoadedLlava& llava, int max_samp
     ++evaluated;
     if (bar) bar->Update(evaluated);
     if (s.images.empty()) continue;
-    if (s.kind == mm::SampleKind::kVqa) {
-      const std::string type = s.question_types.empty() ? "other" : s.question_types[0];
-      const std::string prediction = GenerateLlava(llava, s.images[0], s.question, options);
-      const double hit = Normalize(prediction) == Normalize(s.answer) ? 1.0 : 0.0;
+    auto ask = [&](const std::string& type, const std::string& question, const std::string& answer) {
+      const std::string prediction = GenerateLlava(llava, s.images[0], question, options);
+      const double hit = Normalize(prediction) == Normalize(answer) ? 1.0 : 0.0;
       vqa[type].n++;
       vqa[type].correct += hit;
       all_vqa.n++;
       all_vqa.correct += hit;
+    };
+    if (s.kind == mm::SampleKind::kVqa) {
+      ask(s.question_types.empty() ? "other" : s.question_types[0], s.question, s.answer);
+    } else if (s.kind == mm::SampleKind::kConversation) {
+      // Every question of a held-out conversation, asked on its own about the image (a single-turn VQA).
+      size_t question = 0;
+      for (size_t t = 0; t + 1 < s.conversation.size(); ++t) {
+        if (s.conversation[t].role != mm::Role::kUser || s.conversation[t + 1].role != mm::Role::kAssistant) continue;
+        std::string text = s.conversation[t].content;
+        const std::string image_prefix = absl::StrCat(mm::kImageToken, "\n");
+        if (absl::StartsWith(text, image_prefix)) text = text.substr(image_prefix.size());
+        ask(question < s.question_types.size() ? s.question_types[question] : "other", text,
+            s.conversation[t + 1].content);
+        ++question;
+      }
     } else if (s.kind == mm::SampleKind::kCaption) {
       const std::string prediction =
           GenerateLlava(llava, s.images[0], llava.data->encoder().config().caption_prompt, options);
