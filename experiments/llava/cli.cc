@@ -31,8 +31,8 @@ const char* DefaultRecipe(Mode mode) {
 
 constexpr char kUsage[] = R"(usage: %s [--recipe=PATH] [--field.path=value ...]%s
 
-  pretrain  projector alignment on captions (language model and vision encoder frozen)
-  sft       instruction tuning from the pretrain checkpoint (vision encoder frozen)
+  pretrain  alignment on captions (the shapes recipe trains every part: its towers start random)
+  sft       instruction tuning from the pretrain checkpoint (VQA, conversations, captions)
   generate  --image=PATH --prompt=TEXT [--max_new_tokens=N --temperature=T --top_k=K]: answer about an image
   eval      held-out VQA accuracy per question type (vs chance) and captions, as a table
 Default recipe: %s (schema: megatron/core/proto/llava.proto). Every field can be overridden, e.g.

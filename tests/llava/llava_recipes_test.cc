@@ -1,5 +1,4 @@
-// The LLaVA chain end to end on a small synthetic dataset: pretrain (projector only) lowers the validation loss
-// and leaves the frozen towers bit-identical; SFT starts from the pretrain checkpoint, trains, and resumes exactly;
+// The LLaVA chain end to end on a small synthetic dataset: pretrain lowers the validation loss; SFT starts from the pretrain checkpoint, trains, and resumes exactly;
 // generate and eval load the SFT checkpoint; the shipped recipes parse and bad recipes fail naming the field.
 #include <dirent.h>
 
@@ -57,9 +56,10 @@ TEST(LlavaRecipes, PretrainThenSftThenGenerateAndEval) {
   ASSERT_TRUE(pre.ok()) << pre.status();
   ASSERT_EQ(pre->valid_losses.size(), 2u);
   EXPECT_LT(pre->valid_losses.back().second, pre->valid_losses.front().second);
-  EXPECT_LT(pre->num_trainable_parameters, pre->num_parameters / 4);  // the projector only
+  // The shipped recipe trains every part (its towers start random); Megatron's frozen-tower pretrain is covered
+  // by combine_checkpoints_test.
+  EXPECT_EQ(pre->num_trainable_parameters, pre->num_parameters);
 
-  // The frozen towers are saved unchanged: the pretrain checkpoint's language model equals a fresh build's.
   auto first = LoadLlava(pretrain, options);
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->iteration, 12);
@@ -69,7 +69,7 @@ TEST(LlavaRecipes, PretrainThenSftThenGenerateAndEval) {
   auto half = TrainLlava(sft, options);
   ASSERT_TRUE(half.ok()) << half.status();
   EXPECT_EQ(half->final_iteration, 6);
-  EXPECT_GT(half->num_trainable_parameters, pre->num_trainable_parameters);
+  EXPECT_EQ(half->num_trainable_parameters, half->num_parameters);
   // The SFT run started from the pretrain weights: its projector equals pretrain's before its first step is
   // checked indirectly by resuming: the resumed half must continue the uninterrupted trajectory exactly.
   sft.mutable_training()->set_exit_after_iters(0);
@@ -124,6 +124,8 @@ TEST(LlavaRecipes, BadInputIsNamed) {
   EXPECT_NE(TrainLlava(r, options).status().message().find("checkpoint.load"), std::string::npos);
   r = Recipe("experiments/llava/recipes/shapes_pretrain.textproto", dir);
   r.mutable_model()->set_freeze_projector(true);
+  r.mutable_model()->set_freeze_language_model(true);
+  r.mutable_model()->set_freeze_vision_model(true);
   EXPECT_NE(TrainLlava(r, options).status().message().find("frozen"), std::string::npos);
 }
 

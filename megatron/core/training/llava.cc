@@ -21,6 +21,7 @@
 #include <ATen/ops/topk.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -140,7 +141,10 @@ absl::StatusOr<std::unique_ptr<LlavaData>> LlavaData::Prepare(const proto::Llava
   data->recipe_ = recipe;
   data->base_dir_ = base_dir;
   const std::string dir = ResolvePath(base_dir, d.dir());
-  if (!mm::ListShards(dir, d.train_prefix()).ok()) {
+  // The synthetic dataset is (re)written when the directory has no shards, or holds an earlier synthetic dataset
+  // (dataset.json) of another configuration (EnsureSyntheticDataset compares them); other data is never touched.
+  const bool has_shards = mm::ListShards(dir, d.train_prefix()).ok();
+  if (!has_shards || (d.make_synthetic() && std::filesystem::exists(dir + "/dataset.json"))) {
     if (!d.make_synthetic()) {
       return absl::NotFoundError(absl::StrCat("data.dir: no shards \"", d.train_prefix(), "-*.tar\" in ", dir,
                                               " (set data.make_synthetic=true for the embedded dataset)"));
@@ -157,8 +161,11 @@ absl::StatusOr<std::unique_ptr<LlavaData>> LlavaData::Prepare(const proto::Llava
     options.tokenizer_vocab_size = d.tokenizer_vocab_size();
     options.system_message = d.system_message();
     options.caption_prompt = d.caption_prompt();
-    if (show_progress) std::fprintf(stderr, "data: generating the synthetic shapes dataset in %s\n", dir.c_str());
-    if (absl::Status s = mm::WriteSyntheticDataset(dir, options); !s.ok()) return s;
+    bool written = false;
+    if (absl::Status s = mm::EnsureSyntheticDataset(dir, options, &written); !s.ok()) return s;
+    if (show_progress && written) {
+      std::fprintf(stderr, "data: generated the synthetic shapes dataset in %s\n", dir.c_str());
+    }
   }
   for (auto [prefix, out] : {std::pair{d.train_prefix(), &data->train_raw_}, std::pair{d.valid_prefix(), &data->valid_raw_}}) {
     absl::StatusOr<std::vector<std::string>> shards = mm::ListShards(dir, prefix);
@@ -287,19 +294,10 @@ at::Tensor MaskedLoss(const models::multimodal::LlavaOutput& out) {
   return (out.output * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
-absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> BuildModel(const proto::LlavaRecipe& recipe,
-                                                                           LlavaData& data, bool show_progress) {
-  absl::StatusOr<models::multimodal::LlavaConfig> config =
-      LlavaConfigFromRecipe(recipe, data.tokenizer().vocab_size(), data.chat().image_token_id());
-  if (!config.ok()) return config.status();
-  if (absl::Status s = data.Configure(*config, show_progress); !s.ok()) return s;
-  tensor_parallel::ManualSeed(static_cast<uint64_t>(recipe.training().seed()));
-  return models::multimodal::LLaVAModel::Create(*config);
-}
-
 // The latest checkpoint of `dir`, loaded into the model (and optimizer/RNG when given). nullopt: none there.
 absl::StatusOr<std::optional<int64_t>> LoadLatest(const std::string& dir, models::multimodal::LLaVAModel& model,
-                                                  optimizer::AdamW* adam) {
+                                                  optimizer::AdamW* adam, bool allow_missing_projector = false,
+                                                  bool* projector_missing = nullptr) {
   absl::StatusOr<std::optional<int64_t>> latest = checkpointing::LatestIteration(dir);
   if (!latest.ok()) return latest.status();
   if (!latest->has_value()) return std::optional<int64_t>();
@@ -307,6 +305,15 @@ absl::StatusOr<std::optional<int64_t>> LoadLatest(const std::string& dir, models
       dir, **latest, adam != nullptr ? checkpointing::LoadParts::kAll : checkpointing::LoadParts::kModelOnly);
   if (!ckpt.ok()) return ckpt.status();
   const std::string where = checkpointing::IterationDirectory(dir, **latest);
+  bool missing = false;
+  if (allow_missing_projector) {
+    // Megatron's allow_missing_vision_projection_checkpoint: the projector keeps its initialisation; every other
+    // tensor is still required (the load stays strict).
+    for (const auto& [name, p] : model.NamedParameters()) {
+      if (absl::StartsWith(name, "vision_projection.")) missing |= ckpt->model.emplace(name, p.detach().cpu()).second;
+    }
+  }
+  if (projector_missing != nullptr) *projector_missing = missing;
   if (absl::Status s = model.LoadStateDict(ckpt->model, transformer::LoadMode::kStrict); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(where, "/model.safetensors: ", s.message()));
   }
@@ -320,6 +327,16 @@ absl::StatusOr<std::optional<int64_t>> LoadLatest(const std::string& dir, models
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> BuildLlavaModel(const proto::LlavaRecipe& recipe,
+                                                                                LlavaData& data, bool show_progress) {
+  absl::StatusOr<models::multimodal::LlavaConfig> config =
+      LlavaConfigFromRecipe(recipe, data.tokenizer().vocab_size(), data.chat().image_token_id());
+  if (!config.ok()) return config.status();
+  if (absl::Status s = data.Configure(*config, show_progress); !s.ok()) return s;
+  tensor_parallel::ManualSeed(static_cast<uint64_t>(recipe.training().seed()));
+  return models::multimodal::LLaVAModel::Create(*config);
+}
 
 absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, const LlavaRunOptions& options) {
   const auto& t = recipe.training();
@@ -336,7 +353,7 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
 
   absl::StatusOr<std::unique_ptr<LlavaData>> data = LlavaData::Prepare(recipe, options.base_dir, show);
   if (!data.ok()) return data.status();
-  absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> created = BuildModel(recipe, **data, show);
+  absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> created = BuildLlavaModel(recipe, **data, show);
   if (!created.ok()) return created.status();
   models::multimodal::LLaVAModel& model = **created;
 
@@ -376,8 +393,10 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
     iteration = *resumed;
     if (show) std::fprintf(stderr, "resumed from %s at iteration %lld\n", save_dir.c_str(), static_cast<long long>(iteration));
   } else if (!load_dir.empty()) {
+    bool projector_missing = false;
     absl::StatusOr<std::optional<int64_t>> r =
-        LoadLatest(load_dir, model, recipe.checkpoint().finetune() ? nullptr : &adam);
+        LoadLatest(load_dir, model, recipe.checkpoint().finetune() ? nullptr : &adam,
+                   m.allow_missing_vision_projection_checkpoint(), &projector_missing);
     if (!r.ok()) return r.status();
     if (!r->has_value()) {
       return absl::NotFoundError(absl::StrCat("checkpoint.load: no checkpoint in ", load_dir,
@@ -385,8 +404,9 @@ absl::StatusOr<LlavaTrainResult> TrainLlava(const proto::LlavaRecipe& recipe, co
     }
     if (!recipe.checkpoint().finetune()) iteration = **r;
     if (show) {
-      std::fprintf(stderr, "loaded %s (iteration %lld)%s\n", load_dir.c_str(), static_cast<long long>(**r),
-                   recipe.checkpoint().finetune() ? ", weights only" : "");
+      std::fprintf(stderr, "loaded %s (iteration %lld)%s%s\n", load_dir.c_str(), static_cast<long long>(**r),
+                   recipe.checkpoint().finetune() ? ", weights only" : "",
+                   projector_missing ? "; it has no projector, which keeps its fresh initialisation" : "");
     }
   }
   result.start_iteration = iteration;
@@ -503,7 +523,7 @@ absl::StatusOr<LoadedLlava> LoadLlava(const proto::LlavaRecipe& recipe, const Ll
   if (!data.ok()) return data.status();
   out.data = std::move(*data);
   absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> model =
-      BuildModel(recipe, *out.data, options.show_progress);
+      BuildLlavaModel(recipe, *out.data, options.show_progress);
   if (!model.ok()) return model.status();
   out.model = std::move(*model);
   const std::string dir = ResolvePath(options.base_dir, !recipe.checkpoint().save().empty()
@@ -512,7 +532,8 @@ absl::StatusOr<LoadedLlava> LoadLlava(const proto::LlavaRecipe& recipe, const Ll
   if (dir.empty() || dir == options.base_dir + "/") {
     return absl::InvalidArgumentError("checkpoint.save: the recipe names no checkpoint to load");
   }
-  absl::StatusOr<std::optional<int64_t>> it = LoadLatest(dir, *out.model, nullptr);
+  absl::StatusOr<std::optional<int64_t>> it =
+      LoadLatest(dir, *out.model, nullptr, recipe.model().allow_missing_vision_projection_checkpoint());
   if (!it.ok()) return it.status();
   if (!it->has_value()) {
     return absl::NotFoundError(absl::StrCat("checkpoint.save: no checkpoint in ", dir, " (train it first)"));
@@ -603,14 +624,28 @@ absl::StatusOr<LlavaEvalResult> EvalLlava(const LoadedLlava& llava, int max_samp
     ++evaluated;
     if (bar) bar->Update(evaluated);
     if (s.images.empty()) continue;
-    if (s.kind == mm::SampleKind::kVqa) {
-      const std::string type = s.question_types.empty() ? "other" : s.question_types[0];
-      const std::string prediction = GenerateLlava(llava, s.images[0], s.question, options);
-      const double hit = Normalize(prediction) == Normalize(s.answer) ? 1.0 : 0.0;
+    auto ask = [&](const std::string& type, const std::string& question, const std::string& answer) {
+      const std::string prediction = GenerateLlava(llava, s.images[0], question, options);
+      const double hit = Normalize(prediction) == Normalize(answer) ? 1.0 : 0.0;
       vqa[type].n++;
       vqa[type].correct += hit;
       all_vqa.n++;
       all_vqa.correct += hit;
+    };
+    if (s.kind == mm::SampleKind::kVqa) {
+      ask(s.question_types.empty() ? "other" : s.question_types[0], s.question, s.answer);
+    } else if (s.kind == mm::SampleKind::kConversation) {
+      // Every question of a held-out conversation, asked on its own about the image (a single-turn VQA).
+      size_t question = 0;
+      for (size_t t = 0; t + 1 < s.conversation.size(); ++t) {
+        if (s.conversation[t].role != mm::Role::kUser || s.conversation[t + 1].role != mm::Role::kAssistant) continue;
+        std::string text = s.conversation[t].content;
+        const std::string image_prefix = absl::StrCat(mm::kImageToken, "\n");
+        if (absl::StartsWith(text, image_prefix)) text = text.substr(image_prefix.size());
+        ask(question < s.question_types.size() ? s.question_types[question] : "other", text,
+            s.conversation[t + 1].content);
+        ++question;
+      }
     } else if (s.kind == mm::SampleKind::kCaption) {
       const std::string prediction =
           GenerateLlava(llava, s.images[0], llava.data->encoder().config().caption_prompt, options);

@@ -1,13 +1,16 @@
 // The LLaVA recipes behind `bazel run //experiments/llava:{pretrain,sft,generate,eval}` (Megatron's
 // examples/multimodal train.py, run_text_generation.py and evaluation/).
 //
-//   pretrain: language model and vision encoder frozen, the projector learns to map image features into the
-//             language model's embedding space on captions.
-//   sft:      starts from the pretrain checkpoint (checkpoint.load + finetune), vision encoder frozen, language
-//             model and projector trained on VQA and multi-turn conversations (loss on assistant turns only).
+//   pretrain: the projector learns to map image features into the language model's embedding space on captions;
+//             Megatron freezes its pretrained towers here (model.freeze_*), the shapes recipe trains its random ones.
+//   sft:      starts from the pretrain checkpoint (checkpoint.load + finetune), trains on VQA and multi-turn
+//             conversations (loss on assistant turns only); the freezing flags say which parts.
+// A run can also start from tools:combine_checkpoints' output (a language-model and a vision checkpoint, no
+// projector) with model.allow_missing_vision_projection_checkpoint, as Megatron's --pretrained-checkpoint does.
 //   generate: one image and a prompt in, text out (greedy or sampled, with the KV cache).
-//   eval:     held-out split: VQA exact-match accuracy per question type against the chance level of that type,
-//             and caption exact match / token F1, printed as a table.
+//   eval:     held-out split: VQA exact-match accuracy per question type against the chance level of that type
+//             (single VQA samples and every question of the held-out conversations, each asked on its own about
+//             the image), and caption exact match / token F1, printed as a table.
 //
 // Data (LlavaData): WebDataset shards of the recipe's data.dir (the embedded synthetic shapes dataset is made
 // there on first use when data.make_synthetic), a byte-level BPE tokenizer with the chat special tokens (trained
@@ -63,6 +66,11 @@ class LlavaData {
   std::vector<datasets::multimodal::MultimodalSample> train_raw_, valid_raw_;
   std::vector<datasets::multimodal::EncodedSample> train_, valid_;
 };
+
+// The model a recipe describes, initialised from training.seed (so two builds are identical), with `data`
+// configured to match it (tokens per tile, tile size). What pretrain, sft and tools:combine_checkpoints build.
+absl::StatusOr<std::unique_ptr<models::multimodal::LLaVAModel>> BuildLlavaModel(const proto::LlavaRecipe& recipe,
+                                                                                LlavaData& data, bool show_progress);
 
 struct LlavaRunOptions {
   std::string base_dir = ".";

@@ -354,6 +354,10 @@ absl::Status WriteSyntheticDataset(const std::string& dir, const SyntheticDatase
   for (const bool held_out : {false, true}) {
     const std::vector<MultimodalSample> samples = GenerateSyntheticSplit(config, held_out);
     const std::string prefix = held_out ? "valid" : "train";
+    // Shards of an earlier, larger dataset would otherwise survive next to the new ones.
+    if (absl::StatusOr<std::vector<std::string>> old = ListShards(dir, prefix); old.ok()) {
+      for (const std::string& shard : *old) std::remove(shard.c_str());
+    }
     int shards = 0;
     for (size_t begin = 0; begin < samples.size(); begin += config.samples_per_shard, ++shards) {
       const size_t end = std::min(samples.size(), begin + config.samples_per_shard);
