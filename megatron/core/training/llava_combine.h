@@ -20,9 +20,11 @@
 // checkpoint of another family (BERT/T5 encoder.*, a legacy-tree language_model.*, a whole LLaVA checkpoint as the
 // language model), or a vision config.json that disagrees with the recipe (the field is named).
 //
-// Tensor parallelism: our checkpoints are always whole (runs with tensor_model_parallel_size > 1 refuse to save),
-// so there is nothing to merge per rank; a Megatron-style sharded directory (iter_N/mp_rank_NN/) is refused with an
-// error saying so. Megatron's script combines each TP rank's shards separately; that is out of scope here.
+// Tensor parallelism: checkpoints of our tensor-/pipeline-parallel runs (format 2: pieces written per rank under
+// their global names) are read as whole tensors by checkpointing::LoadCheckpoint, so they combine like
+// single-process ones and the output is layout-independent (not exercised by combine_checkpoints_test, which
+// combines single-process checkpoints). A Megatron-style sharded directory (iter_N/mp_rank_NN/) is refused with an
+// error saying so; Megatron's script combines each TP rank's shards separately.
 #pragma once
 
 #include <cstdint>
