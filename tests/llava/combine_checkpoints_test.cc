@@ -177,6 +177,38 @@ TEST_F(CombineCheckpoints, LlavaStartsFromTheInputsWithAFreshProjector) {
                          after->model.at("vision_projection.encoder.linear_fc1.weight")));
 }
 
+// A language model saved by a tensor-parallel run (checkpoint format 2: pieces with global offsets, as two TP ranks
+// write them: every 2-D weight in two row halves) combines like a whole one: the output holds whole tensors.
+TEST_F(CombineCheckpoints, TensorParallelShardsOfTheLanguageModelAreAssembled) {
+  checkpointing::RankState state;
+  int split = 0;
+  for (const auto& [name, tensor] : lm_) {
+    const std::vector<int64_t> shape = tensor.sizes().vec();
+    if (tensor.dim() == 2 && tensor.size(0) % 2 == 0) {
+      const int64_t half = tensor.size(0) / 2;
+      for (int64_t r = 0; r < 2; ++r) {
+        state.model.push_back({name, shape, {r * half, 0}, tensor.narrow(0, r * half, half).contiguous()});
+      }
+      ++split;
+    } else {
+      state.model.push_back({name, shape, std::vector<int64_t>(tensor.dim(), 0), tensor});
+    }
+  }
+  ASSERT_GT(split, 4);
+  checkpointing::SavedLayout layout;
+  layout.tp = 2;
+  ASSERT_TRUE(checkpointing::SaveShardedCheckpoint(dir_ + "/gpt_tp2", 250, "", layout, {}, state, nullptr).ok());
+
+  const std::string out = dir_ + "/combined_tp2";
+  auto result = Combine(dir_ + "/gpt_tp2", dir_ + "/vit", out);
+  ASSERT_TRUE(result.ok()) << result.status();
+  auto ckpt = checkpointing::LoadCheckpoint(out, 1, checkpointing::LoadParts::kModelOnly);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->model.size(), lm_.size() + vision_.size());
+  ExpectEqualTensors(lm_, ckpt->model, "language_model.");
+  ExpectEqualTensors(vision_, ckpt->model, "vision_model.");
+}
+
 TEST_F(CombineCheckpoints, MalformedInputsGiveOneClearError) {
   auto error = [&](const std::string& lm, const std::string& vision, const std::string& out = "") {
     auto r = Combine(lm, vision, out.empty() ? dir_ + "/never" : out);
