@@ -22,8 +22,9 @@
 //
 // Tensor parallelism: checkpoints of our tensor-/pipeline-parallel runs (format 2: pieces written per rank under
 // their global names) are read as whole tensors by checkpointing::LoadCheckpoint, so they combine like
-// single-process ones and the output is layout-independent (combine_checkpoints_test: a TP=2-sharded language model). A Megatron-style sharded directory (iter_N/mp_rank_NN/) is refused with an
-// error saying so; Megatron's script combines each TP rank's shards separately.
+// single-process ones and the output is layout-independent (combine_checkpoints_test: a TP=2-sharded language
+// model). A Megatron-style sharded directory (iter_N/mp_rank_NN/) is refused with an error saying so; Megatron's
+// script combines each TP rank's shards separately.
 #pragma once
 
 #include <cstdint>
