@@ -1,5 +1,7 @@
 #include "megatron/core/models/multimodal/llava_model.h"
 
+#include <ATen/ops/cat.h>
+
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/where.h>
@@ -21,6 +23,10 @@ absl::Status LlavaConfig::Validate() const {
   if (absl::Status s = language.Validate(); !s.ok()) return s;
   if (absl::Status s = vision.Validate(); !s.ok()) return s;
   if (absl::Status s = projector.Validate(); !s.ok()) return s;
+  if (language_padding.cp < 1 || language_padding.tp < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("language_padding: cp=", language_padding.cp, " and tp=",
+                                                   language_padding.tp, " must be >= 1"));
+  }
   if (vision.model_subtype == vision::VisionSubtype::kSiglip && drop_vision_class_token) {
     return absl::InvalidArgumentError(
         "drop_vision_class_token: SigLIP has no class token; set it to false (Megatron asserts the same)");
@@ -131,6 +137,22 @@ LlavaOutput LLaVAModel::Forward(const at::Tensor& images, const at::Tensor& inpu
                                         ? config_.language_max_sequence_length
                                         : config_.language.max_position_embeddings;
   SpliceOutputs spliced = SpliceImageEmbeddings(in);
+  const parallel_state::PaddingOptions& pad_for = config_.language_padding;
+  if (labels.defined() && (pad_for.sequence_parallel || pad_for.cp > 1)) {
+    const int64_t length = spliced.embeddings.size(1);
+    absl::StatusOr<int64_t> pad = parallel_state::ContextParallelPadding(length, pad_for);
+    TORCH_CHECK(pad.ok(), "LLaVAModel: ", std::string(pad.status().message()));
+    if (*pad > 0) {
+      const int64_t b = spliced.embeddings.size(0);
+      spliced.embeddings =
+          at::cat({spliced.embeddings, at::zeros({b, *pad, spliced.embeddings.size(2)}, spliced.embeddings.options())},
+                  1);
+      spliced.labels = at::cat({spliced.labels, at::zeros({b, *pad}, spliced.labels.options())}, 1);
+      if (spliced.loss_mask.defined()) {
+        spliced.loss_mask = at::cat({spliced.loss_mask, at::zeros({b, *pad}, spliced.loss_mask.options())}, 1);
+      }
+    }
+  }
   const at::Tensor decoder_input = spliced.embeddings.transpose(0, 1);  // [S, b, h]
   LlavaOutput out;
   out.loss_mask = spliced.loss_mask;

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "megatron/core/models/gpt/gpt_model.h"
+#include "megatron/core/parallel_state/context_parallel.h"
 #include "megatron/core/models/multimodal/splice.h"
 #include "megatron/core/models/vision/clip_vit_model.h"
 #include "megatron/core/models/vision/multimodal_projector.h"
@@ -33,6 +34,12 @@ struct LlavaConfig {
   bool pixel_shuffle = false;
   int64_t image_token_index = kDefaultImageTokenIndex;
   int language_max_sequence_length = 0;     // the combined sequence is truncated to this; 0: max_position_embeddings
+  // The language model's sequence/context parallel layout. With sequence parallelism or CP > 1, a training
+  // forward (labels given) pads the combined sequence at its end by the shared get_padding rule
+  // (parallel_state::ContextParallelPadding, research notes §1.8: Megatron's train.py pads the batch by the same
+  // rule): zero embeddings, label 0, loss mask 0, so the loss over the real positions is unchanged (causal
+  // attention) and the length divides by what the layout splits it into.
+  parallel_state::PaddingOptions language_padding;
 
   // Embeddings one tile contributes to the combined sequence (Megatron's get_num_image_embeddings).
   int64_t img_seq_len() const;

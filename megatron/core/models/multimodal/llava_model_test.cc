@@ -87,6 +87,47 @@ TEST(LLaVAModelTest, LossEqualsTheLanguageModelOnTheHandBuiltSequence) {
   EXPECT_TRUE(out.output.allclose(expected, 1e-5, 1e-6)) << out.output << expected;
 }
 
+// Sequence / context parallel layouts: the combined sequence (11 positions here) is padded at its end by the
+// get_padding rule (SP at TP=2: to 12; SP at TP=2 with CP=2: to 16; CP=2 alone: to 12) with loss mask 0 and
+// label 0, and the per-token loss of the real positions is the unpadded model's (causal attention).
+TEST(LLaVAModelTest, SequenceAndContextParallelLayoutsPadTheCombinedSequence) {
+  const LlavaConfig plain = TinyConfig();
+  auto reference = Make(plain);
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{3, kImageToken, 5, 6}).view({1, 4});
+  const at::Tensor labels = at::tensor(std::vector<int64_t>{kImageToken, 5, 6, 7}).view({1, 4});
+  const at::Tensor mask = at::ones({1, 4});
+  const at::Tensor images = at::randn({2, 3, 8, 8});
+  const at::Tensor tiles = at::tensor(std::vector<int64_t>{2});
+  const LlavaOutput unpadded = reference->Forward(images, ids, labels, mask, tiles);
+  ASSERT_EQ(unpadded.output.size(1), 11);
+  struct Case {
+    int tp, cp;
+    bool sp;
+    int64_t length;
+  };
+  for (const Case& k : {Case{2, 1, true, 12}, Case{2, 2, true, 16}, Case{1, 2, false, 12}, Case{4, 1, false, 11}}) {
+    SCOPED_TRACE(::testing::Message() << "tp=" << k.tp << " cp=" << k.cp << " sp=" << k.sp);
+    LlavaConfig c = plain;
+    c.language_padding.tp = k.tp;
+    c.language_padding.cp = k.cp;
+    c.language_padding.sequence_parallel = k.sp;
+    auto model = Make(c);  // same seed: the same weights as the reference
+    const LlavaOutput out = model->Forward(images, ids, labels, mask, tiles);
+    ASSERT_EQ(out.output.size(1), k.length);
+    ASSERT_EQ(out.loss_mask.size(1), k.length);
+    ASSERT_EQ(out.labels.size(1), k.length);
+    EXPECT_TRUE(out.output.narrow(1, 0, 11).allclose(unpadded.output, 1e-5, 1e-6));
+    EXPECT_TRUE(out.loss_mask.narrow(1, 0, 11).equal(unpadded.loss_mask));
+    EXPECT_EQ(out.loss_mask.narrow(1, 11, k.length - 11).sum().item<float>(), 0.0f);
+    EXPECT_EQ(out.labels.narrow(1, 11, k.length - 11).abs().sum().item<int64_t>(), 0);
+  }
+  LlavaConfig bad = plain;
+  bad.language_padding.cp = 0;
+  auto rejected = LLaVAModel::Create(bad);
+  ASSERT_FALSE(rejected.ok());
+  EXPECT_NE(std::string(rejected.status().message()).find("language_padding"), std::string::npos);
+}
+
 TEST(LLaVAModelTest, KVCacheDecodingEqualsRecomputation) {
   auto model = Make(TinyConfig());
   model->SetTraining(false);
