@@ -75,16 +75,6 @@ absl::Status FileCrc(const std::string& path, uint64_t* bytes, uint32_t* crc) {
   return absl::OkStatus();
 }
 
-// Every rank returns the same verdict: its own error, or Aborted when another rank failed.
-absl::Status AllOk(distributed::Group* world, const absl::Status& local, const std::string& what) {
-  if (world == nullptr || world->size() == 1) return local;
-  at::Tensor ok = at::full({1}, local.ok() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble));
-  if (absl::Status s = world->AllReduce(ok, distributed::ReduceOp::kMin); !s.ok()) return s;
-  if (!local.ok()) return local;
-  if (ok.item<double>() == 0.0) return absl::AbortedError(absl::StrCat(what, ": another rank failed (see its error)"));
-  return absl::OkStatus();
-}
-
 std::string ShardFileName(const char* part, int rank, int world) {
   if (world == 1) return absl::StrCat(part, ".safetensors");
   return absl::StrFormat("%s-%05d-of-%05d.safetensors", part, rank, world);
@@ -247,7 +237,7 @@ absl::Status SaveShardedCheckpoint(const std::string& dir, int64_t iteration, co
     if (s.ok()) s = RemoveTree(tmp_dir);
     if (s.ok()) s = utils::MakeDirectories(tmp_dir);
   }
-  if (absl::Status all = AllOk(world, s, what); !all.ok()) return all;
+  if (absl::Status all = AllRanksOk(world, s, what); !all.ok()) return all;
 
   // Every rank: its files and its index.
   json index = {{"files", json::object()}, {"tensors", {{"model", json::object()}, {"optimizer", json::object()}}}};
@@ -274,7 +264,7 @@ absl::Status SaveShardedCheckpoint(const std::string& dir, int64_t iteration, co
     if (rank == 0) RemoveTree(tmp_dir).IgnoreError();
     return failed;
   };
-  if (absl::Status all = AllOk(world, s, what); !all.ok()) return cleanup(all);
+  if (absl::Status all = AllRanksOk(world, s, what); !all.ok()) return cleanup(all);
 
   if (rank == 0) {
     s = [&]() -> absl::Status {
@@ -305,7 +295,7 @@ absl::Status SaveShardedCheckpoint(const std::string& dir, int64_t iteration, co
       return absl::OkStatus();
     }();
   }
-  if (absl::Status all = AllOk(world, s, what); !all.ok()) return cleanup(all);
+  if (absl::Status all = AllRanksOk(world, s, what); !all.ok()) return cleanup(all);
   return absl::OkStatus();
 }
 
@@ -594,6 +584,15 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir, int64_t iterat
     if (rng->has_value()) out.rng = std::move(**rng);
   }
   return out;
+}
+
+absl::Status AllRanksOk(distributed::Group* world, const absl::Status& local, const std::string& what) {
+  if (world == nullptr || world->size() == 1) return local;
+  at::Tensor ok = at::full({1}, local.ok() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble));
+  if (absl::Status s = world->AllReduce(ok, distributed::ReduceOp::kMin); !s.ok()) return s;
+  if (!local.ok()) return local;
+  if (ok.item<double>() == 0.0) return absl::AbortedError(absl::StrCat(what, ": another rank failed (see its error)"));
+  return absl::OkStatus();
 }
 
 }  // namespace megatron::checkpointing

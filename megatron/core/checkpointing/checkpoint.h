@@ -111,6 +111,10 @@ absl::StatusOr<std::optional<int64_t>> LatestIteration(const std::string& dir);
 
 enum class LoadParts { kAll, kModelOnly };
 
+// Collective over `world` (nullptr or size 1: returns `local`): every rank returns the same verdict, its own error
+// or Aborted ("<what>: another rank failed") when another rank failed, so that no rank goes on alone.
+absl::Status AllRanksOk(distributed::Group* world, const absl::Status& local, const std::string& what);
+
 // Loads one checkpoint of any version and layout as whole tensors (RNG: rank 0's). Errors name the file and what
 // is wrong with it.
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& dir, int64_t iteration, LoadParts parts = LoadParts::kAll);

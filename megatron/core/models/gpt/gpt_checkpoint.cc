@@ -66,16 +66,6 @@ absl::StatusOr<std::vector<std::string>> AllGatherStrings(distributed::Group* wo
   return out;
 }
 
-// Every rank returns the same verdict: its own error, or Aborted when another rank failed.
-absl::Status AllOk(distributed::Group* world, const absl::Status& local, const std::string& what) {
-  if (world == nullptr || world->size() == 1) return local;
-  at::Tensor ok = at::full({1}, local.ok() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble));
-  if (absl::Status s = world->AllReduce(ok, distributed::ReduceOp::kMin); !s.ok()) return s;
-  if (!local.ok()) return local;
-  if (ok.item<double>() == 0.0) return absl::AbortedError(absl::StrCat(what, ": another rank failed (see its error)"));
-  return absl::OkStatus();
-}
-
 // The parameter an optimizer-state key belongs to ("exp_avg.<param>" -> "<param>", prefix "exp_avg."), or false.
 bool SplitStateKey(const std::string& key, std::string* prefix, std::string* param) {
   for (const char* p : kStatePrefixes) {
@@ -208,8 +198,9 @@ absl::Status SaveGptCheckpoint(const std::string& dir, int64_t iteration, const 
     }
   }
   // A local error must not leave the other ranks waiting in the collective save.
-  if (absl::Status all = AllOk(placement.world, s, "saving checkpoint"); !all.ok()) return all;
-  return checkpointing::SaveShardedCheckpoint(dir, iteration, recipe, placement.layout, placement.place, state, placement.world);
+  if (absl::Status all = checkpointing::AllRanksOk(placement.world, s, "saving checkpoint"); !all.ok()) return all;
+  return checkpointing::SaveShardedCheckpoint(dir, iteration, recipe, placement.layout, placement.place, state,
+                                              placement.world);
 }
 
 std::string LoadReport::ToString() const {
@@ -247,7 +238,7 @@ absl::StatusOr<GptLoadResult> LoadGptCheckpoint(checkpointing::CheckpointReader&
     locals[part] = std::move(*l);
   }
   const std::string what = absl::StrCat("loading checkpoint ", reader.directory());
-  if (absl::Status all = AllOk(placement.world, s, what); !all.ok()) return all;
+  if (absl::Status all = checkpointing::AllRanksOk(placement.world, s, what); !all.ok()) return all;
 
   // The report over the whole model: the union of every rank's tensors against the checkpoint's index.
   absl::StatusOr<std::vector<std::string>> gathered = AllGatherStrings(placement.world, expected.dump());
@@ -299,7 +290,7 @@ absl::StatusOr<GptLoadResult> LoadGptCheckpoint(checkpointing::CheckpointReader&
     }
     return absl::OkStatus();
   }();
-  if (absl::Status all = AllOk(placement.world, s, what); !all.ok()) return all;
+  if (absl::Status all = checkpointing::AllRanksOk(placement.world, s, what); !all.ok()) return all;
 
   const checkpointing::SavedLayout& saved = reader.layout();
   if (!checkpointing::SameModelParallelism(saved, placement.layout)) {
@@ -313,7 +304,7 @@ absl::StatusOr<GptLoadResult> LoadGptCheckpoint(checkpointing::CheckpointReader&
     place.dp = 0;
     rng = reader.Rng(place);
   }
-  if (absl::Status all = AllOk(placement.world, rng.status(), what); !all.ok()) return all;
+  if (absl::Status all = checkpointing::AllRanksOk(placement.world, rng.status(), what); !all.ok()) return all;
   result.rng = std::move(*rng);
   if (!result.rng) result.rng_note = "RNG state not restored: the checkpoint has none for this rank";
   return result;
