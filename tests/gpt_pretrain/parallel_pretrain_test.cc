@@ -20,6 +20,7 @@
 namespace megatron::training {
 namespace {
 
+using testing::FreshDir;
 using testing::Quiet;
 
 namespace fs = std::filesystem;
@@ -40,13 +41,6 @@ proto::PretrainRecipe TinyRecipe(const std::string& dir) {
     sample { max_new_tokens: 0 }
   )pb";
   return testing::RecipeOnTinyCorpus(dir, text);
-}
-
-std::string FreshDir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
 }
 
 MultiProcessOptions JobOptions() {

@@ -19,6 +19,7 @@
 namespace megatron::training {
 namespace {
 
+using testing::FreshDir;
 using testing::Quiet;
 
 namespace fs = std::filesystem;
@@ -35,13 +36,6 @@ proto::PretrainRecipe TinyRecipe(const std::string& dir) {
     sample { max_new_tokens: 0 }
   )pb";
   return testing::RecipeOnTinyCorpus(dir, text);
-}
-
-std::string FreshDir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
 }
 
 TEST(Pretrain, ResumeReproducesTheUninterruptedRunExactly) {

@@ -55,17 +55,11 @@ using distributed::DistributedContext;
 using distributed::MultiProcessOptions;
 using distributed::RunMultiProcess;
 using models::GptCheckpointPlacement;
+using testing::FreshDir;
 using testing::Quiet;
 
 constexpr int64_t kVocab = 302;
 constexpr uint64_t kSeed = 1234;
-
-std::string FreshDir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 MultiProcessOptions JobOptions() {
   MultiProcessOptions o;

@@ -14,6 +14,14 @@
 
 namespace megatron::training::testing {
 
+// An empty directory `name` under the test's temporary directory (removed first if it exists).
+inline std::string FreshDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 // 400 short "sentences" over a 20-word vocabulary, written to dir/corpus.jsonl.
 inline std::string MakeCorpus(const std::string& dir) {
   static const char* kWords[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "park", "and",
