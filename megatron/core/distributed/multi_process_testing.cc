@@ -63,7 +63,7 @@ absl::Status RunWithContext(int world_size, const std::function<void(Distributed
           return 2;
         }
         absl::StatusOr<std::shared_ptr<DistributedContext>> ctx =
-            InitDistributed(*env, Backend::kGloo, options.collective_timeout);
+            InitDistributed(*env, options.backend, options.collective_timeout);
         if (!ctx.ok()) {
           std::fprintf(stderr, "%s\n", std::string(ctx.status().message()).c_str());
           return 2;

@@ -29,6 +29,8 @@ struct MultiProcessOptions {
   absl::Duration job_timeout = absl::Seconds(60);         // whole job; the ranks are killed after it
   // See SpawnOptions::stop_all_on_failure; false for tests where a rank is meant to die.
   bool stop_all_on_failure = true;
+  // The contexts' backend: kNccl for GPU tests (the body selects its GPU before the first CUDA collective).
+  Backend backend = Backend::kGloo;
 };
 
 // Runs body(ctx) on world_size forked ranks, each with its own Gloo DistributedContext, and records a gtest

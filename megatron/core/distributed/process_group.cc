@@ -125,8 +125,11 @@ struct Group::Impl {
 
   // NCCL work completes in stream order: waiting makes the caller's current stream wait for it (no host
   // blocking, so kernels keep being queued). Passing a timeout to c10d's WorkNCCL::wait would instead busy-wait
-  // on the host in 1 ms sleeps until the kernel ends. A hung NCCL collective is caught by ProcessGroupNCCL's
-  // watchdog after the group's timeout (set in its options), which aborts the process with the operation named.
+  // on the host in 1 ms sleeps until the kernel ends. A hung NCCL collective is noticed by ProcessGroupNCCL's
+  // watchdog after the group's timeout (set in its options), which logs the rank and the operation; measured on
+  // 2x H200 it did not end the blocked process (tests/distributed:nccl_collectives_test, the DISABLED_ test), and
+  // a rank missing at a communicator's creation (the group's first NCCL collective) blocks the others with no
+  // timeout at all. Gloo (CPU tensors) ends within the timeout with the rank and collective named.
   void WaitFor(c10d::Work& work, bool stream_ordered) const {
     if (stream_ordered) {
       work.wait();
