@@ -129,7 +129,9 @@ struct Group::Impl {
   // watchdog after the group's timeout (set in its options), which logs the rank and the operation; measured on
   // 2x H200 it did not end the blocked process (tests/distributed:nccl_collectives_test, the DISABLED_ test), and
   // a rank missing at a communicator's creation (the group's first NCCL collective) blocks the others with no
-  // timeout at all. Gloo (CPU tensors) ends within the timeout with the rank and collective named.
+  // timeout at all. Gloo (CPU tensors) ends within the timeout with the rank and collective named. With PyTorch's
+  // TORCH_NCCL_BLOCKING_WAIT=1, ProcessGroupNCCL's own wait() blocks the host with the group's timeout and throws,
+  // which Run/Work::Wait turn into the usual DeadlineExceeded status (slow: the pre-stream-ordered behaviour).
   void WaitFor(c10d::Work& work, bool stream_ordered) const {
     if (stream_ordered) {
       work.wait();
