@@ -30,6 +30,7 @@ using distributed::DistributedContext;
 using distributed::Group;
 using models::GPTModel;
 using tensor_parallel::testing::ExpectClose;
+using tensor_parallel::testing::FullGrad;
 using tensor_parallel::testing::RandnOnAllRanks;
 using tensor_parallel::testing::ToDouble;
 
@@ -70,24 +71,6 @@ std::unique_ptr<GPTModel> Build(const TransformerConfig& config, const ModelPara
   return std::move(*model);
 }
 
-// The full gradient of `name` from this rank's TP shard (see tests/tensor_parallel/gpt_tp_test.cc).
-at::Tensor FullGrad(const std::string& name, const at::Tensor& g, const TransformerConfig& config, Group* tp) {
-  if (tp == nullptr || tp->size() == 1) return g;
-  const auto ends = [&](const char* suffix) { return absl::EndsWith(name, suffix); };
-  if (ends("linear_proj.weight") || ends("linear_fc2.weight")) return tensor_parallel::AllGatherAlong(g, 1, *tp, "t");
-  if (ends("linear_fc1.weight") || ends("linear_fc1.bias")) {
-    at::Tensor full = tensor_parallel::AllGatherAlong(g, 0, *tp, "t");
-    if (!config.gated_linear_unit()) return full;
-    std::vector<int64_t> shape{tp->size(), 2, g.size(0) / 2};
-    for (int64_t d = 1; d < g.dim(); ++d) shape.push_back(g.size(d));
-    return full.view(shape).transpose(0, 1).reshape(full.sizes());
-  }
-  if (ends("linear_qkv.weight") || ends("linear_qkv.bias") || ends("word_embeddings.weight") ||
-      ends("output_layer.weight")) {
-    return tensor_parallel::AllGatherAlong(g, 0, *tp, "t");
-  }
-  return g;
-}
 
 void CompareWithSingleProcess(DistributedContext& ctx, int tp_size, Variant variant) {
   at::set_num_threads(1);

@@ -40,6 +40,7 @@ using distributed::Group;
 using models::GPTModel;
 using parallel_state::LayerAssignment;
 using tensor_parallel::testing::ExpectClose;
+using tensor_parallel::testing::FullGrad;
 using tensor_parallel::testing::ToDouble;
 using transformer::ModelParallel;
 using transformer::TransformerConfig;
@@ -115,24 +116,6 @@ void SgdStep(const std::vector<at::Tensor>& params) {
   }
 }
 
-// The full gradient of parameter `name` from this rank's TP shard (see gpt_tp_test).
-at::Tensor FullGrad(const std::string& name, const at::Tensor& g, const TransformerConfig& config, Group* tp) {
-  if (tp == nullptr || tp->size() == 1) return g;
-  const auto ends = [&](const char* suffix) { return absl::EndsWith(name, suffix); };
-  if (ends("linear_proj.weight") || ends("linear_fc2.weight")) return tensor_parallel::AllGatherAlong(g, 1, *tp, "test");
-  if (ends("linear_fc1.weight") || ends("linear_fc1.bias")) {
-    at::Tensor full = tensor_parallel::AllGatherAlong(g, 0, *tp, "test");
-    if (!config.gated_linear_unit()) return full;
-    std::vector<int64_t> shape{tp->size(), 2, g.size(0) / 2};
-    for (int64_t d = 1; d < g.dim(); ++d) shape.push_back(g.size(d));
-    return full.view(shape).transpose(0, 1).reshape(full.sizes());
-  }
-  if (ends("linear_qkv.weight") || ends("linear_qkv.bias") || ends("word_embeddings.weight") ||
-      ends("output_layer.weight")) {
-    return tensor_parallel::AllGatherAlong(g, 0, *tp, "test");
-  }
-  return g;
-}
 
 struct Layout {
   int tp = 1, pp = 2, vp = 1;

@@ -31,6 +31,7 @@ using distributed::DistributedContext;
 using distributed::Group;
 using models::GPTModel;
 using testing::ExpectClose;
+using testing::FullGrad;
 using testing::RandnOnAllRanks;
 using testing::ToDouble;
 using transformer::ModelParallel;
@@ -75,25 +76,6 @@ std::unique_ptr<GPTModel> Build(const TransformerConfig& config, const ModelPara
   return std::move(*model);
 }
 
-// The full gradient of parameter `name` from this rank's shard.
-at::Tensor FullGrad(const std::string& name, const at::Tensor& shard_grad, const TransformerConfig& config,
-                    Group& g) {
-  const auto ends = [&](const char* suffix) { return absl::EndsWith(name, suffix); };
-  if (ends("linear_proj.weight") || ends("linear_fc2.weight")) return AllGatherAlong(shard_grad, 1, g, "test");
-  if (ends("linear_fc1.weight") || ends("linear_fc1.bias")) {
-    at::Tensor full = AllGatherAlong(shard_grad, 0, g, "test");
-    if (!config.gated_linear_unit()) return full;
-    // Rank shards are [gate_r; up_r]: [tp, 2, ffn/tp, ...] -> [2, tp, ffn/tp, ...] = [gate; up].
-    std::vector<int64_t> shape{g.size(), 2, shard_grad.size(0) / 2};
-    for (int64_t d = 1; d < shard_grad.dim(); ++d) shape.push_back(shard_grad.size(d));
-    return full.view(shape).transpose(0, 1).reshape(full.sizes());
-  }
-  if (ends("linear_qkv.weight") || ends("linear_qkv.bias") || ends("word_embeddings.weight") ||
-      ends("output_layer.weight")) {
-    return AllGatherAlong(shard_grad, 0, g, "test");
-  }
-  return shard_grad;  // replicated
-}
 
 void CompareWithSingleProcess(Group& g, Variant variant, bool sequence_parallel,
                               transformer::Backend backend = transformer::Backend::kLocal) {
@@ -139,7 +121,7 @@ void CompareWithSingleProcess(Group& g, Variant variant, bool sequence_parallel,
     auto it = ref_params.find(name);
     ASSERT_NE(it, ref_params.end()) << what << "unexpected parameter " << name;
     ASSERT_TRUE(p.grad().defined()) << what << name << " has no gradient";
-    ExpectClose(FullGrad(name, p.grad(), config, g), it->second.grad(), what + name + " grad");
+    ExpectClose(FullGrad(name, p.grad(), config, &g), it->second.grad(), what + name + " grad");
   }
 }
 
