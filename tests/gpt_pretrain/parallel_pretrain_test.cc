@@ -54,6 +54,26 @@ void ExpectRelativelyClose(double actual, double expected, const std::string& wh
   EXPECT_LE(std::abs(actual - expected), 1e-5 * std::abs(expected)) << what << ": " << actual << " vs " << expected;
 }
 
+// A parallel run reproduces the single-process run: every iteration's loss and gradient norm (Adam's update hardly
+// depends on the gradients' scale; the norm does, so a missing 1/DP or xCP shows), every validation, and the
+// parameter count.
+void ExpectSameRun(const PretrainResult& run, const PretrainResult& reference, const std::string& name) {
+  ASSERT_EQ(run.train_losses.size(), reference.train_losses.size());
+  for (size_t i = 0; i < run.train_losses.size(); ++i) {
+    ExpectRelativelyClose(run.train_losses[i], reference.train_losses[i],
+                          name + " train loss at iteration " + std::to_string(i + 1));
+    ExpectRelativelyClose(run.grad_norms[i], reference.grad_norms[i],
+                          name + " gradient norm at iteration " + std::to_string(i + 1));
+  }
+  ASSERT_EQ(run.valid_losses.size(), reference.valid_losses.size());
+  for (size_t i = 0; i < run.valid_losses.size(); ++i) {
+    EXPECT_EQ(run.valid_losses[i].first, reference.valid_losses[i].first);
+    ExpectRelativelyClose(run.valid_losses[i].second, reference.valid_losses[i].second,
+                          name + " validation loss " + std::to_string(i));
+  }
+  EXPECT_EQ(run.num_parameters, reference.num_parameters) << name;
+}
+
 TEST(ParallelPretrain, DataAndTensorParallelRunsEqualTheSingleProcessRun) {
   const std::string dir = FreshDir("parallel");
   const proto::PretrainRecipe recipe = TinyRecipe(dir);
@@ -85,19 +105,7 @@ TEST(ParallelPretrain, DataAndTensorParallelRunsEqualTheSingleProcessRun) {
           options.distributed = &ctx;
           absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
           ASSERT_TRUE(run.ok()) << name << ": " << run.status();
-          ASSERT_EQ(run->train_losses.size(), reference->train_losses.size());
-          for (size_t i = 0; i < run->train_losses.size(); ++i) {
-            ExpectRelativelyClose(run->train_losses[i], reference->train_losses[i],
-                                  name + " train loss at iteration " + std::to_string(i + 1));
-            // Adam's update hardly depends on the gradients' scale; the norm does (a missing 1/DP or xCP shows).
-            ExpectRelativelyClose(run->grad_norms[i], reference->grad_norms[i],
-                                  name + " gradient norm at iteration " + std::to_string(i + 1));
-          }
-          ASSERT_EQ(run->valid_losses.size(), reference->valid_losses.size());
-          EXPECT_EQ(run->valid_losses.back().first, reference->valid_losses.back().first);
-          ExpectRelativelyClose(run->valid_losses.back().second, reference->valid_losses.back().second,
-                                name + " final validation loss");
-          EXPECT_EQ(run->num_parameters, reference->num_parameters) << name;
+          ExpectSameRun(*run, *reference, name);
         },
         JobOptions());
   }
@@ -137,21 +145,7 @@ TEST(ParallelPretrain, PipelineParallelRunsEqualTheSingleProcessRun) {
           options.distributed = &ctx;
           absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
           ASSERT_TRUE(run.ok()) << name << ": " << run.status();
-          ASSERT_EQ(run->train_losses.size(), reference->train_losses.size());
-          for (size_t i = 0; i < run->train_losses.size(); ++i) {
-            ExpectRelativelyClose(run->train_losses[i], reference->train_losses[i],
-                                  name + " train loss at iteration " + std::to_string(i + 1));
-            // Adam's update hardly depends on the gradients' scale; the norm does (a missing 1/DP or xCP shows).
-            ExpectRelativelyClose(run->grad_norms[i], reference->grad_norms[i],
-                                  name + " gradient norm at iteration " + std::to_string(i + 1));
-          }
-          ASSERT_EQ(run->valid_losses.size(), reference->valid_losses.size());
-          for (size_t i = 0; i < run->valid_losses.size(); ++i) {
-            EXPECT_EQ(run->valid_losses[i].first, reference->valid_losses[i].first);
-            ExpectRelativelyClose(run->valid_losses[i].second, reference->valid_losses[i].second,
-                                  name + " validation loss " + std::to_string(i));
-          }
-          EXPECT_EQ(run->num_parameters, reference->num_parameters) << name;
+          ExpectSameRun(*run, *reference, name);
         },
         JobOptions());
   }
@@ -185,20 +179,7 @@ TEST(ParallelPretrain, ContextParallelRunsEqualTheSingleProcessRun) {
           options.distributed = &ctx;
           absl::StatusOr<PretrainResult> run = PretrainGpt(r, options);
           ASSERT_TRUE(run.ok()) << name << ": " << run.status();
-          ASSERT_EQ(run->train_losses.size(), reference->train_losses.size());
-          for (size_t i = 0; i < run->train_losses.size(); ++i) {
-            ExpectRelativelyClose(run->train_losses[i], reference->train_losses[i],
-                                  name + " train loss at iteration " + std::to_string(i + 1));
-            // Adam's update hardly depends on the gradients' scale; the norm does (a missing 1/DP or xCP shows).
-            ExpectRelativelyClose(run->grad_norms[i], reference->grad_norms[i],
-                                  name + " gradient norm at iteration " + std::to_string(i + 1));
-          }
-          ASSERT_EQ(run->valid_losses.size(), reference->valid_losses.size());
-          for (size_t i = 0; i < run->valid_losses.size(); ++i) {
-            ExpectRelativelyClose(run->valid_losses[i].second, reference->valid_losses[i].second,
-                                  name + " validation loss " + std::to_string(i));
-          }
-          EXPECT_EQ(run->num_parameters, reference->num_parameters) << name;
+          ExpectSameRun(*run, *reference, name);
         },
         JobOptions());
   }
