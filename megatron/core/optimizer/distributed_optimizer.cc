@@ -78,9 +78,6 @@ absl::StatusOr<double> DistributedAdamW::ClipGradNorm(double max_norm,
 absl::Status DistributedAdamW::Step(double lr) {
   at::NoGradGuard no_grad;
   ++step_;
-  const double bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
-  const double bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
-  const double inv_sqrt_bc2 = 1.0 / std::sqrt(bias_correction2);
   const auto& entries = grads_.entries();
   if (config_.fused && !segments_.empty()) {
     // One multi-tensor launch over this rank's shard (fusions/adam), writing the bf16/fp16 copies as it goes;
@@ -104,25 +101,19 @@ absl::Status DistributedAdamW::Step(double lr) {
       fusions::MultiTensorAdamW(lists, fusions::AdamWStepParams{lr, config_.beta1, config_.beta2, config_.eps,
                                                                config_.weight_decay, step_});
     } else {
-      FallbackStep(lr, bias_correction1, inv_sqrt_bc2);
+      FallbackStep(lr);
     }
   } else {
-    FallbackStep(lr, bias_correction1, inv_sqrt_bc2);
+    FallbackStep(lr);
   }
   return GatherParameters();
 }
 
-void DistributedAdamW::FallbackStep(double lr, double bias_correction1, double inv_sqrt_bc2) {
-  const double step_size = lr / bias_correction1;
+void DistributedAdamW::FallbackStep(double lr) {
   const auto& entries = grads_.entries();
   for (Segment& s : segments_) {
-    at::Tensor grad = grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel);
-    if (s.master.scalar_type() != grad.scalar_type()) grad = grad.to(s.master.scalar_type());
-    s.exp_avg.mul_(config_.beta1).add_(grad, 1.0 - config_.beta1);
-    s.exp_avg_sq.mul_(config_.beta2).addcmul_(grad, grad, 1.0 - config_.beta2);
-    if (s.decay && config_.weight_decay != 0.0) s.master.mul_(1.0 - lr * config_.weight_decay);
-    at::Tensor denom = (s.exp_avg_sq.sqrt() * inv_sqrt_bc2).add_(config_.eps);
-    s.master.addcdiv_(s.exp_avg, denom, -step_size);
+    const at::Tensor grad = grads_.buffer().slice(0, s.buffer_begin, s.buffer_begin + s.numel);
+    AdamWUpdate(s.master, grad, s.exp_avg, s.exp_avg_sq, s.decay, lr, step_, config_);
     if (IsHalf(entries[s.entry].param.scalar_type())) {
       entries[s.entry].param.detach().view(-1).slice(0, s.param_begin, s.param_begin + s.numel).copy_(s.master);
     }

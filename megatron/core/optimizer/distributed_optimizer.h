@@ -57,7 +57,7 @@ class DistributedAdamW {
 
  private:
   // The per-segment ATen update (AdamWConfig::fused off, or a shard mixing parameter dtypes).
-  void FallbackStep(double lr, double bias_correction1, double inv_sqrt_bc2);
+  void FallbackStep(double lr);
   // All-gathers the updated ranges into every rank's parameters.
   absl::Status GatherParameters();
   // The part of one parameter inside this rank's range.

@@ -29,10 +29,6 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> named_parameters, A
 void AdamW::Step(double lr) {
   at::NoGradGuard no_grad;
   ++step_;
-  const double bias_correction1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
-  const double bias_correction2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
-  const double step_size = lr / bias_correction1;
-  const double inv_sqrt_bc2 = 1.0 / std::sqrt(bias_correction2);
   if (config_.fused) {
     fusions::AdamWTensorLists lists;
     for (Slot& slot : slots_) {
@@ -50,13 +46,24 @@ void AdamW::Step(double lr) {
   for (Slot& slot : slots_) {
     const at::Tensor& grad = slot.param.grad();
     if (!grad.defined()) continue;
-    slot.exp_avg.mul_(config_.beta1).add_(grad, 1.0 - config_.beta1);
-    slot.exp_avg_sq.mul_(config_.beta2).addcmul_(grad, grad, 1.0 - config_.beta2);
-    // Decoupled decay uses the parameter before this step's Adam update (same as applying it first).
-    if (slot.decay && config_.weight_decay != 0.0) slot.param.mul_(1.0 - lr * config_.weight_decay);
-    at::Tensor denom = (slot.exp_avg_sq.sqrt() * inv_sqrt_bc2).add_(config_.eps);
-    slot.param.addcdiv_(slot.exp_avg, denom, -step_size);
+    AdamWUpdate(slot.param, grad, slot.exp_avg, slot.exp_avg_sq, slot.decay, lr, step_, config_);
   }
+}
+
+void AdamWUpdate(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq, bool decay,
+                 double lr, int64_t step, const AdamWConfig& config) {
+  at::NoGradGuard no_grad;
+  const double bias_correction1 = 1.0 - std::pow(config.beta1, static_cast<double>(step));
+  const double bias_correction2 = 1.0 - std::pow(config.beta2, static_cast<double>(step));
+  const double step_size = lr / bias_correction1;
+  const double inv_sqrt_bc2 = 1.0 / std::sqrt(bias_correction2);
+  const at::Tensor g = param.scalar_type() != grad.scalar_type() ? grad.to(param.scalar_type()) : grad;
+  exp_avg.mul_(config.beta1).add_(g, 1.0 - config.beta1);
+  exp_avg_sq.mul_(config.beta2).addcmul_(g, g, 1.0 - config.beta2);
+  // Decoupled decay uses the parameter before this step's Adam update (same as applying it first).
+  if (decay && config.weight_decay != 0.0) param.mul_(1.0 - lr * config.weight_decay);
+  at::Tensor denom = (exp_avg_sq.sqrt() * inv_sqrt_bc2).add_(config.eps);
+  param.addcdiv_(exp_avg, denom, -step_size);
 }
 
 void AdamW::ZeroGrad() {

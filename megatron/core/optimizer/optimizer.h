@@ -29,6 +29,12 @@ struct AdamWConfig {
   bool fused = false;
 };
 
+// The per-tensor AdamW update of step `step` (1-based) in ATen ops, in place on `param` (the fp32 master or the
+// parameter itself), `exp_avg` and `exp_avg_sq`; `grad` is cast to param's dtype when it differs. Decoupled weight
+// decay applies to the parameter before this step's update when `decay`. Shared by AdamW and DistributedAdamW.
+void AdamWUpdate(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq, bool decay,
+                 double lr, int64_t step, const AdamWConfig& config);
+
 class AdamW {
  public:
   AdamW(std::vector<std::pair<std::string, at::Tensor>> named_parameters, AdamWConfig config);
